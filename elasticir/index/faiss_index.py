@@ -1,0 +1,189 @@
+"""FAISS indexes built from an embedding store, in a directory Pyserini can read.
+
+An index directory holds ``index`` (``faiss.write_index``) and ``docid`` (one id per line,
+row order) — what Pyserini's ``FaissSearcher`` loads — plus our ``meta.json``: the encoder
+fingerprint and level the passages were encoded with, the dimension, the index type and its
+parameters. Search-time parameters (HNSW ``efSearch``, IVF ``nprobe``) are set on the index
+before it is written, so any FAISS reader, Pyserini included, searches it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elasticir.data.errors import InputFormatError, MissingResourceError
+from elasticir.data.files import atomic_dir
+from elasticir.index.store import EmbeddingStore
+from elasticir.progress import progress_bar
+
+INDEX_FORMAT = "elasticir-faiss"
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which FAISS index to build, with its parameters (inner product throughout)."""
+
+    kind: str = "flat"
+    hnsw_m: int = 32  # graph degree
+    ef_construction: int = 200
+    ef_search: int = 128
+    nlist: int | None = None  # IVF cells; None: 4*sqrt(n), at most n/39 (FAISS's training rule)
+    nprobe: int = 32
+    pq_m: int = 48  # PQ sub-quantizers; must divide dim (384 -> 48 x 8 dims)
+    pq_bits: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_TYPES:
+            raise ValueError(f"index type must be one of {INDEX_TYPES}, got {self.kind!r}")
+
+
+@dataclass
+class LoadedIndex:
+    index: Any  # faiss.Index
+    doc_ids: list[str]
+    meta: dict[str, Any]
+    path: Path
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, dim)`` float32 queries -> scores ``(n, k)`` and row numbers ``(n, k)`` (-1: none)."""
+        k = min(k, len(self.doc_ids))
+        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+
+
+def build_index(
+    store_dir: str | Path,
+    index_dir: str | Path,
+    spec: IndexSpec = IndexSpec(),
+    *,
+    use_gpu: bool | None = None,
+    progress: bool = True,
+) -> Path:
+    """Build ``spec`` over every vector of the store; a failed build leaves ``index_dir`` as it was.
+
+    ``use_gpu=None`` uses a GPU when faiss-gpu sees one (HNSW always builds on the CPU).
+    """
+    import faiss
+
+    store = EmbeddingStore(store_dir)
+    doc_ids, vectors = store.load()
+    if not doc_ids:
+        raise ValueError(f"{store_dir}: the embedding store is empty")
+    start = time.perf_counter()
+    index, params = _make_index(spec, vectors, store.dim)
+    gpu = _gpu_wanted(use_gpu) and spec.kind != "hnsw"
+    if gpu:
+        resources = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(resources, 0, index)
+    if spec.kind == "ivfpq":
+        sample = _training_sample(vectors, params["nlist"])
+        index.train(sample)
+    with progress_bar(progress, len(doc_ids), f"indexing ({spec.kind})") as advance:
+        for begin in range(0, len(doc_ids), 65536):
+            block = vectors[begin : begin + 65536]
+            index.add(block)
+            advance(len(block))
+    if gpu:
+        index = faiss.index_gpu_to_cpu(index)
+    _set_search_params(index, spec)
+    meta = {
+        "format": INDEX_FORMAT,
+        "version": 1,
+        "index_type": spec.kind,
+        "params": {**asdict(spec), **params},
+        "encoder": store.meta["encoder"],
+        "level": store.meta["level"],
+        "side": store.meta.get("side", "passage"),
+        "dim": store.dim,
+        "num_passages": len(doc_ids),
+        "bytes_per_passage": None,
+        "store": str(Path(store_dir).resolve()),
+        "build_seconds": round(time.perf_counter() - start, 3),
+        "built_on": "gpu" if gpu else "cpu",
+    }
+    with atomic_dir(index_dir) as tmp:
+        faiss.write_index(index, str(tmp / "index"))
+        (tmp / "docid").write_text("".join(f"{d}\n" for d in doc_ids), encoding="utf-8")
+        meta["bytes_per_passage"] = round((tmp / "index").stat().st_size / len(doc_ids), 2)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return Path(index_dir)
+
+
+def load_index(index_dir: str | Path) -> LoadedIndex:
+    """Read an index directory written by :func:`build_index`."""
+    import faiss
+
+    path = Path(index_dir)
+    for name in ("index", "docid", "meta.json"):
+        if not (path / name).is_file():
+            raise MissingResourceError(
+                f"{path}: not a dense index (missing {name}); build one with `elasticir index`"
+            )
+    meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("format") != INDEX_FORMAT:
+        raise InputFormatError(path / "meta.json", None, f'"format": "{INDEX_FORMAT}"')
+    doc_ids = (path / "docid").read_text(encoding="utf-8").splitlines()
+    index = faiss.read_index(str(path / "index"))
+    if index.ntotal != len(doc_ids):
+        raise InputFormatError(path / "docid", None, f"{index.ntotal} doc ids", str(len(doc_ids)))
+    return LoadedIndex(index, doc_ids, meta, path)
+
+
+def _make_index(spec: IndexSpec, vectors: np.ndarray, dim: int) -> tuple[Any, dict[str, Any]]:
+    import faiss
+
+    if spec.kind == "flat":
+        return faiss.IndexFlatIP(dim), {}
+    if spec.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.ef_construction
+        return index, {}
+    if dim % spec.pq_m:
+        raise ValueError(f"pq_m={spec.pq_m} must divide the dimension {dim}")
+    n = len(vectors)
+    if n < 2**spec.pq_bits:
+        raise ValueError(
+            f"IVF-PQ with {spec.pq_bits}-bit codes needs at least {2**spec.pq_bits} passages to "
+            f"train on; this store has {n}: use a flat or HNSW index"
+        )
+    nlist = spec.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    factory = f"IVF{nlist},PQ{spec.pq_m}x{spec.pq_bits}"
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    return index, {"nlist": nlist}
+
+
+def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:
+    # FAISS wants ~39-256 points per centroid; more only slows training down.
+    size = min(len(vectors), max(256 * nlist, 256 * 256))
+    if size == len(vectors):
+        return vectors
+    rows = np.random.default_rng(0).choice(len(vectors), size=size, replace=False)
+    return vectors[np.sort(rows)]
+
+
+def _set_search_params(index: Any, spec: IndexSpec) -> None:
+    import faiss
+
+    if spec.kind == "hnsw":
+        index.hnsw.efSearch = spec.ef_search
+    elif spec.kind == "ivfpq":
+        faiss.extract_index_ivf(index).nprobe = spec.nprobe
+
+
+def _gpu_wanted(use_gpu: bool | None) -> bool:
+    import faiss
+
+    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if use_gpu and not available:
+        raise RuntimeError(
+            "a GPU index was asked for, but FAISS sees no GPU: pip install 'elasticir[gpu]' on a "
+            "machine with CUDA"
+        )
+    return available if use_gpu is None else use_gpu

@@ -1,0 +1,75 @@
+"""Dense retrieval: encode queries at a compute level, search a FAISS index, return a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from elasticir.data.records import Query, Run
+from elasticir.encoders.levels import FULL, Level
+
+if TYPE_CHECKING:
+    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.index.faiss_index import LoadedIndex
+
+
+class EncoderMismatchError(ValueError):
+    """The query encoder does not produce vectors in the space the index was built in."""
+
+
+class DenseSearcher:
+    """Searches one index directory with a query encoder that matches its ``meta.json``.
+
+    ``encoder=None`` loads the model named in the index meta (and then checks it too).
+    """
+
+    def __init__(self, index_dir: str | Path, encoder: ElasticDenser | None = None) -> None:
+        from elasticir.encoders.denser import ElasticDenser
+        from elasticir.index.faiss_index import load_index
+
+        self.index: LoadedIndex = load_index(index_dir)
+        built_with = self.index.meta["encoder"]
+        self.encoder = encoder or ElasticDenser(built_with["model"])
+        check_compatible(self.encoder, self.index)
+
+    def search(
+        self,
+        queries: Sequence[Query],
+        k: int = 1000,
+        level: Level | str = FULL,
+        batch_size: int = 64,
+    ) -> Run:
+        """Top-``k`` passages per query; every query appears in the run."""
+        vectors = self.encoder.encode_queries(
+            [q.text for q in queries], level=level, batch_size=batch_size
+        )
+        return self.search_vectors([q.query_id for q in queries], vectors, k)
+
+    def search_vectors(self, query_ids: Sequence[str], vectors: np.ndarray, k: int) -> Run:
+        """Search with ``(len(query_ids), dim)`` vectors already encoded."""
+        scores, rows = self.index.search(vectors, k)
+        doc_ids = self.index.doc_ids
+        run: Run = {}
+        for qid, q_scores, q_rows in zip(query_ids, scores, rows):
+            run[qid] = {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
+        return run
+
+
+def check_compatible(encoder: ElasticDenser, index: LoadedIndex) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``encoder`` maps queries into the index's space."""
+    built_with = index.meta["encoder"]
+    if built_with.get("model_fingerprint") != encoder.fingerprint:
+        raise EncoderMismatchError(
+            f"{index.path}: the index was built with model {built_with.get('model')!r} "
+            f"(fingerprint {built_with.get('model_fingerprint')}), but the query encoder is "
+            f"{encoder.model_name!r} (fingerprint {encoder.fingerprint}); search with the same "
+            "model, or rebuild the index with this one"
+        )
+    if int(index.meta["dim"]) != encoder.dim:
+        raise EncoderMismatchError(
+            f"{index.path}: index vectors have {index.meta['dim']} dims, the encoder gives "
+            f"{encoder.dim}"
+        )
