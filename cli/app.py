@@ -1,0 +1,25 @@
+"""The typer application: registers one thin module per command."""
+
+from __future__ import annotations
+
+import typer
+from elasticir.cli import eval as eval_command
+from elasticir.cli import fuse, index, quickstart, search
+
+app = typer.Typer(
+    name="elasticir",
+    help="Dense retrieval and reranking with compute-elastic models: index a corpus, search "
+    "it, fuse and evaluate runs (TREC formats throughout).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("index")(index.main)
+app.command("search")(search.main)
+app.command("eval")(eval_command.main)
+app.command("fuse")(fuse.main)
+app.command("quickstart")(quickstart.main)
+
+
+def main() -> None:
+    app()

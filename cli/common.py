@@ -1,0 +1,43 @@
+"""What every command shares: turning library errors into one clear line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_BAD_INPUT = 2
+
+
+def reports_errors(command: F) -> F:
+    """Bad input ends the command with ``error: <file:line: what was expected>``, exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from elasticir.data.errors import InputFormatError, MissingResourceError
+
+        try:
+            return command(*args, **kwargs)
+        except (InputFormatError, MissingResourceError, ValueError, ImportError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished work is kept, rerun the command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"expected i/n such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"expected 0 <= i < n, got {text!r}")
+    return index, count

@@ -1,0 +1,219 @@
+"""The Python API: the same operations as the CLI, on frozen configs and plain values.
+
+    >>> from elasticir import api
+    >>> api.build_index(api.IndexConfig(corpus="corpus.jsonl", output="indexes/demo"))
+    >>> run = api.search(api.SearchConfig(index="indexes/demo", topics="queries.tsv"))
+    >>> api.evaluate_run(run, qrels="qrels.txt")
+
+Every function takes a config (or a few values) and returns values; nothing here prints,
+so the CLI and user code share one path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from elasticir.data.corpus import load_passages
+from elasticir.data.records import QAPair, Query, Run
+from elasticir.data.topics import read_qas, read_queries_any
+from elasticir.data.trec import read_qrels, read_run, write_run
+from elasticir.index.faiss_index import IndexSpec
+
+if TYPE_CHECKING:
+    from elasticir.encoders.denser import ElasticDenser
+
+BM25 = "bm25"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """What ``elasticir index`` builds: a dense FAISS index (via an embedding store) or BM25."""
+
+    corpus: Path
+    output: Path
+    index_type: str = "flat"  # flat | hnsw | ivfpq | bm25
+    spec: IndexSpec = field(default_factory=IndexSpec)
+    model: str | None = None
+    level: str = "full"
+    store: Path | None = None  # default: <output>.embeddings beside the index
+    shard: tuple[int, int] = (0, 1)
+    shard_size: int = 4096
+    batch_size: int = 16
+    precision: str = "fp32"
+    device: str | None = None
+    threads: int = 2
+    progress: bool = True
+
+    def store_dir(self) -> Path:
+        return self.store or Path(self.output).with_name(Path(self.output).name + ".embeddings")
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    index: Path | None  # None while other --shard parts are still missing
+    store: Path | None
+    num_passages: int
+    encoded: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    index: Path
+    topics: Path
+    output: Path | None = None  # TREC run to write
+    k: int = 1000
+    level: str = "full"
+    model: str | None = None  # default: the model named in the index meta
+    batch_size: int = 64
+    tag: str = "elasticir"
+    threads: int = 2
+
+
+def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> IndexResult:
+    """Encode the corpus (resumable) and build the index; BM25 goes through Lucene."""
+    import time
+
+    if config.index_type == BM25:
+        from elasticir.retrieve.bm25 import build_bm25_index, read_bm25_meta
+
+        start = time.perf_counter()
+        path = build_bm25_index(
+            config.corpus, config.output, threads=config.threads, progress=config.progress
+        )
+        count = int(read_bm25_meta(path).get("num_docs", 0))
+        return IndexResult(path, None, count, count, time.perf_counter() - start)
+
+    from elasticir.index.faiss_index import build_index as build_faiss
+    from elasticir.index.store import encode_corpus
+
+    spec = IndexSpec(**{**config.spec.__dict__, "kind": config.index_type})
+    encoder = encoder or load_encoder(config.model, config.device, config.precision)
+    encoder.batch_size = config.batch_size
+    report = encode_corpus(
+        config.corpus,
+        config.store_dir(),
+        encoder,
+        level=config.level,
+        shard_size=config.shard_size,
+        shard=config.shard,
+        progress=config.progress,
+    )
+    index = None
+    if report.complete:
+        index = build_faiss(config.store_dir(), config.output, spec, progress=config.progress)
+    return IndexResult(
+        index, config.store_dir(), report.num_passages, report.encoded, report.seconds
+    )
+
+
+def load_encoder(
+    model: str | None = None, device: str | None = None, precision: str = "fp32"
+) -> ElasticDenser:
+    from elasticir.encoders.denser import ElasticDenser
+
+    return ElasticDenser(model, device=device, precision=precision)
+
+
+def index_kind(index_dir: Path) -> str:
+    """``"bm25"`` or ``"dense"``, from the index directory's meta.json."""
+    from elasticir.data.errors import MissingResourceError
+
+    meta_path = Path(index_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise MissingResourceError(
+            f"{index_dir}: not an index directory (no meta.json); build one with `elasticir index`"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return BM25 if str(meta.get("kind", "")).startswith("bm25") else "dense"
+
+
+def search(config: SearchConfig, encoder: ElasticDenser | None = None) -> Run:
+    """Search every topic; writes a TREC run when ``config.output`` is set."""
+    queries = load_queries(config.topics)
+    if index_kind(config.index) == BM25:
+        from elasticir.retrieve.bm25 import bm25_search
+
+        run = bm25_search(config.index, queries, k=config.k, threads=config.threads)
+    else:
+        from elasticir.retrieve.dense import DenseSearcher
+
+        if encoder is None and config.model is not None:
+            encoder = load_encoder(config.model)
+        searcher = DenseSearcher(config.index, encoder)
+        run = searcher.search(queries, k=config.k, level=config.level, batch_size=config.batch_size)
+    if config.output is not None:
+        write_run(config.output, run, tag=config.tag, k=config.k)
+    return run
+
+
+def load_queries(path: Path) -> list[Query]:
+    """Topics from a ``qid<TAB>text`` file or a DPR qas file (ids are line numbers)."""
+    return read_queries_any(path)
+
+
+def evaluate_run(
+    run: Run | Path,
+    *,
+    qrels: Path | None = None,
+    measures: tuple[str, ...] | None = None,
+    qas: Path | None = None,
+    corpus: Path | None = None,
+    topics: Path | None = None,
+    ks: tuple[int, ...] = (1, 5, 20, 100),
+) -> dict[str, float]:
+    """ir_measures on qrels, and/or DPR top-k answer accuracy on a qas file.
+
+    Answer accuracy needs the ``corpus`` (for passage text); ``topics`` maps run query ids
+    to questions when they are not the qas line numbers.
+    """
+    from elasticir.eval.measures import DEFAULT_MEASURES, evaluate
+    from elasticir.eval.qa import answer_accuracy, passage_texts
+
+    if qrels is None and qas is None:
+        raise ValueError("evaluate needs qrels, a qas file, or both")
+    if isinstance(run, (str, Path)):
+        run = read_run(run)
+    results: dict[str, float] = {}
+    if qrels is not None:
+        results.update(evaluate(run, read_qrels(qrels), measures or DEFAULT_MEASURES))
+    if qas is not None:
+        if corpus is None:
+            raise ValueError("answer accuracy needs the corpus the run retrieved from")
+        pairs: list[QAPair] = read_qas(qas)
+        wanted = {doc for scores in run.values() for doc in scores}
+        texts = passage_texts(load_passages(corpus, wanted).values())
+        missing = wanted - texts.keys()
+        if missing:
+            raise ValueError(
+                f"{len(missing)} doc id(s) in the run are not in {corpus} "
+                f"(e.g. {sorted(missing)[:3]}): evaluate against the corpus the run searched"
+            )
+        topic_list = load_queries(topics) if topics is not None else None
+        results.update(answer_accuracy(run, pairs, texts, ks=ks, topics=topic_list))
+    return results
+
+
+def fuse_runs(
+    runs: list[Run | Path],
+    method: str = "rrf",
+    *,
+    k: int = 1000,
+    rrf_k: int = 60,
+    alpha: float = 0.5,
+    normalization: str = "minmax",
+) -> Run:
+    """Fuse runs: reciprocal rank fusion (any number) or score interpolation (two runs)."""
+    from elasticir.retrieve.fusion import interpolate, reciprocal_rank_fusion
+
+    loaded = [read_run(r) if isinstance(r, (str, Path)) else r for r in runs]
+    if method == "rrf":
+        return reciprocal_rank_fusion(loaded, k=rrf_k, depth=k)
+    if method == "interpolate":
+        if len(loaded) != 2:
+            raise ValueError(f"interpolation fuses exactly two runs, got {len(loaded)}")
+        return interpolate(loaded[0], loaded[1], alpha=alpha, normalization=normalization, depth=k)
+    raise ValueError(f"fusion method must be 'rrf' or 'interpolate', got {method!r}")
