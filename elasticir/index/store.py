@@ -19,6 +19,7 @@ processes can share one corpus and one store.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,7 +137,26 @@ def encode_corpus(
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
     level = encoder.check_level(level)
     store_dir = Path(store_dir)
+    created = not store_dir.exists()
     store_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _encode_into(corpus, store_dir, encoder, level, shard_size, index, count, progress)
+    except InputFormatError:
+        if created:  # a corpus that fails to parse leaves no half-made store behind
+            shutil.rmtree(store_dir, ignore_errors=True)
+        raise
+
+
+def _encode_into(
+    corpus: str | Path,
+    store_dir: Path,
+    encoder: ElasticDenser,
+    level: Level,
+    shard_size: int,
+    index: int,
+    count: int,
+    progress: bool,
+) -> EncodeReport:
     for leftover in store_dir.glob(".tmp-*"):
         leftover.unlink(missing_ok=True)  # from a killed run; never read
     meta = {
