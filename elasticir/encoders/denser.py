@@ -1,7 +1,8 @@
 """ElasticDenser: the dual encoder's inference path, query side and passage side.
 
-Every encode call takes a compute level. This release offers ``full`` only; the elastic
-levels (nested depth/width sub-networks) plug in behind the same calls.
+Every encode call takes a compute level. A plain checkpoint offers ``full`` only; an elastic
+checkpoint (see ``elasticir.encoders.elastic.make_elastic``) lists its levels -- nested
+depth/width sub-networks -- in ``elasticir.json``, and they run behind the same calls.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import numpy as np
 import torch
 
 from elasticir.data.errors import MissingResourceError
+from elasticir.encoders import elastic
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import (
     EncoderSettings,
     model_fingerprint,
+    read_levels,
     read_settings,
     resolve_model_path,
 )
@@ -68,6 +71,7 @@ class ElasticDenser:
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length or self.settings.max_length
         self._fingerprint: str | None = None
+        self._levels = self._read_levels()
 
     # -- description -----------------------------------------------------------------------
     @property
@@ -80,8 +84,30 @@ class ElasticDenser:
 
     @property
     def levels(self) -> tuple[Level, ...]:
-        """The compute levels this model offers."""
-        return (FULL,)
+        """The compute levels this model offers, ``full`` first (``elasticir.json``'s menu)."""
+        return self._levels
+
+    def _read_levels(self) -> tuple[Level, ...]:
+        offered: dict[Level, Level] = {}
+        for level in read_levels(self.model_path):
+            try:
+                offered.setdefault(level.resolve(self.num_layers), level)
+            except ValueError as err:
+                raise ValueError(f"{self.model_path}/elasticir.json: {err}") from err
+        if len(offered) > 1:
+            elastic.check_model(self.model)  # a clear error now if the architecture cannot slice
+        return tuple(offered.values())
+
+    def level_flops(self, level: Level | str, seq_len: int = 32) -> int:
+        """FLOPs of one ``seq_len``-token text through ``level`` (see ``elastic.level_flops``).
+
+        Any level the model's depth allows, offered or not.
+        """
+        return elastic.level_flops(self.model.config, level, seq_len)
+
+    def flops_ratio(self, level: Level | str, seq_len: int = 32) -> float:
+        """``level``'s FLOPs as a fraction of the full model's, for ``seq_len`` tokens."""
+        return elastic.flops_ratio(self.model.config, level, seq_len)
 
     @property
     def fingerprint(self) -> str:
@@ -132,13 +158,24 @@ class ElasticDenser:
         if len(texts) == 0:
             return out
         features = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        # The whole model takes the fast Hugging Face path; sub-networks run on weight slices.
+        whole = level.resolve(self.num_layers) == FULL.resolve(self.num_layers)
         input_ids = features["input_ids"]
         for rows in self._batches(input_ids, batch_size or self.batch_size):
             batch = self.tokenizer.pad(
                 {"input_ids": [input_ids[i] for i in rows]}, return_tensors="pt"
             ).to(self.device)
             with torch.inference_mode(), self._autocast():
-                hidden = self.model(**batch).last_hidden_state
+                if whole:
+                    hidden = self.model(**batch).last_hidden_state
+                else:
+                    hidden = elastic.elastic_forward(
+                        self.model,
+                        batch["input_ids"],
+                        batch["attention_mask"],
+                        level,
+                        token_type_ids=batch.get("token_type_ids"),
+                    )
                 vectors = self._pool(hidden.float(), batch["attention_mask"])
             out[rows] = vectors.cpu().numpy()
             if progress is not None:

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from elasticir.data.errors import MissingResourceError
+from elasticir.data.errors import InputFormatError, MissingResourceError
+from elasticir.encoders.levels import FULL, Level
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -85,6 +86,27 @@ def read_settings(model_path: str) -> EncoderSettings:
         normalize=bool(own.get("normalize", normalize)),
         max_length=int(own.get("max_length", max_length)),
     )
+
+
+def read_levels(model_path: str) -> tuple[Level, ...]:
+    """The compute levels a checkpoint offers: ``elasticir.json``'s ``"levels"``, full first.
+
+    A checkpoint without that list (any plain Hugging Face or sentence-transformers model)
+    offers ``(FULL,)`` only. Levels are not part of the fingerprint: every level's queries
+    land in the one passage space of the full model.
+    """
+    path = Path(model_path) / "elasticir.json"
+    own = _read_json(path) if Path(model_path).is_dir() else None
+    raw = own.get("levels") if isinstance(own, dict) else None
+    if raw is None:
+        return (FULL,)
+    if not isinstance(raw, list) or not all(isinstance(spec, str) for spec in raw):
+        raise InputFormatError(path, None, '"levels": a list of level strings', got=repr(raw))
+    try:
+        levels = [Level(spec) for spec in raw]
+    except ValueError as err:
+        raise InputFormatError(path, None, '"levels": compute levels', got=str(err)) from err
+    return tuple(dict.fromkeys([FULL, *levels]))
 
 
 def model_fingerprint(model_path: str, settings: EncoderSettings) -> str:

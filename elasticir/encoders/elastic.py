@@ -1,0 +1,496 @@
+"""Nested sub-networks of a BERT-style encoder: importance, reordering, sliced forward, FLOPs.
+
+A compute level (``Level("L4-W75")``) names a sub-network of one checkpoint: the first
+``depth`` transformer layers, and in each of them the first ``heads`` attention heads and the
+first ``neurons`` feed-forward neurons, where::
+
+    heads   = max(1, round(num_attention_heads * width / 100))
+    neurons = max(1, round(intermediate_size   * width / 100))
+
+("round" is half-up on exact integers, so it never depends on float rounding.)
+
+"The first" only makes sense once heads and neurons are ranked, so, as in COST-EFF and
+ElasticLM, a checkpoint is made elastic by scoring every head and neuron on unlabelled text
+(:func:`compute_importance`) and permuting each layer's weights so they are stored
+most-important-first (:func:`reorder_`). The permutation is function-preserving -- the full
+model computes exactly what it did before -- and afterwards *every prefix is a sub-network*:
+a level is a slice of the stored weights, never a copy.
+
+:func:`elastic_forward` runs such a prefix with ``F.linear`` on weight views and
+``scaled_dot_product_attention``. It mutates no module and keeps nothing between calls: a pure
+function of its inputs and the (read-only) weights, so two threads may run two levels of one
+model at once. At ``Level("full")`` it computes what the Hugging Face forward computes.
+
+:func:`level_flops` counts what a level costs; :func:`default_levels` derives a menu of levels
+from full down to under 20% of full FLOPs; :func:`make_elastic` writes an elastic checkpoint
+(the "plain truncation of the pretrained model" baseline: ranked and reordered, not trained)
+that ``ElasticDenser`` loads with its menu of levels.
+
+Supported: BERT-style post-LayerNorm encoders with absolute positions (``BertModel`` and its
+look-alikes: ``model.embeddings``, ``model.encoder.layer[i].attention.self.{query,key,value}``,
+``.attention.output.{dense,LayerNorm}``, ``.intermediate.dense``, ``.output.{dense,LayerNorm}``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from elasticir.encoders.levels import FULL, Level
+from elasticir.encoders.loading import read_settings, resolve_model_path
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "Importance",
+    "SubNetwork",
+    "check_model",
+    "compute_importance",
+    "default_levels",
+    "elastic_forward",
+    "flops_ratio",
+    "level_flops",
+    "make_elastic",
+    "reorder_",
+    "sub_network",
+]
+
+DEFAULT_LEVELS: tuple[Level, ...] = tuple(
+    Level(spec) for spec in ("full", "L6-W75", "L4", "L4-W75", "L3-W50", "L2-W50")
+)
+"""The menu for a 6-layer encoder such as all-MiniLM-L6-v2; FLOPs ratios (32 tokens):
+1.0, 0.75, 0.667, 0.5, 0.25, 0.167. ``default_levels(config)`` derives it for any depth."""
+
+
+# --------------------------------------------------------------------------- sub-networks
+
+
+class SubNetwork(NamedTuple):
+    """What a level keeps of one model: layers, and heads / FFN neurons per layer."""
+
+    depth: int
+    heads: int
+    neurons: int
+
+
+def _keep(total: int, width: int) -> int:
+    return max(1, (total * width + 50) // 100)  # round half up, in integers
+
+
+def sub_network(config: Any, level: Level | str) -> SubNetwork:
+    """The sub-network ``level`` names in a model with this (Hugging Face) config.
+
+    Raises ``ValueError`` when the level is deeper than the model.
+    """
+    level = Level(level).resolve(int(config.num_hidden_layers))
+    assert level.depth is not None
+    return SubNetwork(
+        depth=level.depth,
+        heads=_keep(int(config.num_attention_heads), level.width),
+        neurons=_keep(int(config.intermediate_size), level.width),
+    )
+
+
+def level_flops(config: Any, level: Level | str, seq_len: int = 32) -> int:
+    """FLOPs (2 x multiply-adds) of one ``seq_len``-token sequence through ``level``'s layers.
+
+    Counts the matrix products of each kept layer: the Q/K/V projections, the attention
+    scores (QK^T) and context (AV), the attention output projection, and both FFN projections.
+    Excluded, as negligible or identical at every level: embeddings, biases, softmax, GELU,
+    layer norms, residual adds and pooling.
+    """
+    sub = sub_network(config, level)
+    hidden = int(config.hidden_size)
+    width = sub.heads * (hidden // int(config.num_attention_heads))  # kept attention width
+    t = int(seq_len)
+    per_layer = (
+        2 * t * hidden * 3 * width  # Q, K, V projections
+        + 2 * t * t * width * 2  # scores QK^T and context AV
+        + 2 * t * width * hidden  # attention output projection
+        + 2 * t * hidden * sub.neurons * 2  # FFN in and out
+    )
+    return sub.depth * per_layer
+
+
+def flops_ratio(config: Any, level: Level | str, seq_len: int = 32) -> float:
+    """``level_flops(level) / level_flops(full)`` for the same sequence length."""
+    return level_flops(config, level, seq_len) / level_flops(config, FULL, seq_len)
+
+
+def default_levels(config: Any, seq_len: int = 32) -> tuple[Level, ...]:
+    """A menu of levels for a model of this config, ``full`` first, cheapest last.
+
+    Depths about 2/3, 1/2 and 1/3 of the model's, widths 100/75/50: for 6 layers this is
+    :data:`DEFAULT_LEVELS`. The menu always has a level at <= 50% and one at <= 20% of full
+    FLOPs (narrower one-layer levels are added for very shallow models).
+    """
+    layers = int(config.num_hidden_layers)
+    two_thirds, half, third = (2 * layers + 2) // 3, (layers + 1) // 2, (layers + 2) // 3
+    candidates = [
+        FULL,
+        Level(depth=layers, width=75),
+        Level(depth=two_thirds),
+        Level(depth=two_thirds, width=75),
+        Level(depth=half, width=50),
+        Level(depth=third, width=50),
+    ]
+    for target in (0.5, 0.2):
+        if min(flops_ratio(config, lv, seq_len) for lv in candidates) > target:
+            width = next(
+                (
+                    w
+                    for w in range(100, 0, -1)
+                    if flops_ratio(config, f"L1-W{w}", seq_len) <= target
+                ),
+                1,
+            )
+            candidates.append(Level(depth=1, width=width))
+    return _menu(config, candidates, seq_len)
+
+
+def _menu(config: Any, levels: Iterable[Level | str], seq_len: int = 32) -> tuple[Level, ...]:
+    """``levels`` as a menu: ``full`` first, no two naming the same sub-network, by cost."""
+    layers = int(config.num_hidden_layers)
+    seen: dict[Level, Level] = {FULL.resolve(layers): FULL}
+    for level in levels:
+        level = Level(level)
+        seen.setdefault(level.resolve(layers), level)  # raises if deeper than the model
+    rest = sorted(
+        (lv for lv in seen.values() if lv != FULL),
+        key=lambda lv: (-level_flops(config, lv, seq_len), str(lv)),
+    )
+    return (FULL, *rest)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The BERT-style base model inside ``model`` (itself, or ``model.base_model``)."""
+    base = model
+    if not hasattr(base, "encoder"):
+        base = getattr(model, "base_model", model)
+    config = getattr(base, "config", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    ok = config is not None and hasattr(base, "embeddings") and layers is not None
+    if ok:
+        try:
+            layer = layers[0]
+            layer.attention.self.query, layer.attention.output.dense  # noqa: B018
+            layer.intermediate.dense, layer.output.dense  # noqa: B018
+        except (AttributeError, IndexError, TypeError):
+            ok = False
+    if not ok:
+        raise TypeError(
+            f"elastic levels need a BERT-style encoder (embeddings + encoder.layer[i] with "
+            f"attention.self.query/key/value, intermediate, output); got {type(model).__name__}"
+        )
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        raise TypeError("elastic levels support bidirectional encoders only, not decoders")
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise TypeError(
+            f"elastic levels support absolute position embeddings only, "
+            f"not {config.position_embedding_type!r}"
+        )
+    return base
+
+
+def check_model(model: torch.nn.Module) -> None:
+    """Raise ``TypeError`` unless ``model`` is an encoder whose levels can be sliced."""
+    _backbone(model)
+
+
+def _head_dim(config: Any) -> int:
+    return int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def _layer_forward(
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    heads: int,
+    neurons: int,
+    head_dim: int,
+    record: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One post-LN BertLayer restricted to its first ``heads`` heads and ``neurons`` neurons.
+
+    Same operations as Hugging Face's BertLayer (including its dropouts, which are no-ops in
+    eval mode), on slices of the stored weights; ``keep`` is the boolean key mask, broadcast
+    as ``(batch, 1, 1, keys)``, True where a token takes part.
+    """
+    attention, width = layer.attention, heads * head_dim
+    self_att, att_out = attention.self, attention.output
+    batch, tokens, _ = x.shape
+
+    def project(linear: torch.nn.Linear) -> torch.Tensor:
+        bias = None if linear.bias is None else linear.bias[:width]
+        y = F.linear(x, linear.weight[:width], bias)
+        return y.view(batch, tokens, heads, head_dim).transpose(1, 2)
+
+    dropout = self_att.dropout.p if self_att.training else 0.0
+    context = F.scaled_dot_product_attention(
+        project(self_att.query),
+        project(self_att.key),
+        project(self_att.value),
+        attn_mask=keep,
+        dropout_p=dropout,
+    )  # scale defaults to 1/sqrt(head_dim), as in BERT
+    context = context.transpose(1, 2).reshape(batch, tokens, width)
+    projected = F.linear(context, att_out.dense.weight[:, :width], att_out.dense.bias)
+    attended = att_out.LayerNorm(att_out.dropout(projected) + x)
+
+    inner, outer = layer.intermediate, layer.output
+    bias = None if inner.dense.bias is None else inner.dense.bias[:neurons]
+    activation = inner.intermediate_act_fn(F.linear(attended, inner.dense.weight[:neurons], bias))
+    ffn = F.linear(activation, outer.dense.weight[:, :neurons], outer.dense.bias)
+    if record is not None:
+        record["context"], record["activation"] = context, activation
+    return outer.LayerNorm(outer.dropout(ffn) + attended)
+
+
+def elastic_forward(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    level: Level | str = FULL,
+    *,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``last_hidden_state`` ``(batch, tokens, hidden)`` of ``model``'s sub-network ``level``.
+
+    Runs the embeddings, then the first ``depth`` layers on the first ``heads`` heads and
+    ``neurons`` FFN neurons of each (see :func:`sub_network`), by slicing the stored weights:
+    no module is changed and nothing is kept, so concurrent calls at different levels are
+    safe. Grad mode is the caller's (wrap in ``torch.inference_mode()`` to encode; gradients
+    flow to the kept slices when training). Meaningful for narrow levels once the model's
+    heads and neurons are sorted by importance (:func:`reorder_`).
+    """
+    base = _backbone(model)
+    config = base.config
+    sub = sub_network(config, level)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    keep = attention_mask.to(torch.bool)[:, None, None, :]
+    hidden = base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    head_dim = _head_dim(config)
+    for layer in base.encoder.layer[: sub.depth]:
+        hidden = _layer_forward(layer, hidden, keep, sub.heads, sub.neurons, head_dim)
+    return hidden
+
+
+# --------------------------------------------------------------------------- importance
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Label-free importance of every attention head and FFN neuron, layer by layer.
+
+    ``heads[i]`` is ``(num_heads,)`` and ``neurons[i]`` ``(intermediate_size,)``, float64 on CPU;
+    higher is more important. ``num_texts`` / ``num_tokens``: what the scores averaged over.
+    """
+
+    heads: tuple[torch.Tensor, ...]
+    neurons: tuple[torch.Tensor, ...]
+    num_texts: int
+    num_tokens: int
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.heads)
+
+    def head_order(self, layer: int) -> torch.Tensor:
+        """Head indices of ``layer``, most important first (ties: lower index first)."""
+        return torch.argsort(self.heads[layer], descending=True, stable=True)
+
+    def neuron_order(self, layer: int) -> torch.Tensor:
+        """FFN neuron indices of ``layer``, most important first (ties: lower index first)."""
+        return torch.argsort(self.neurons[layer], descending=True, stable=True)
+
+
+def compute_importance(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> Importance:
+    """Score heads and FFN neurons on unlabelled ``texts``; deterministic for fixed inputs.
+
+    Both scores measure how much a unit writes into the residual stream, averaged over every
+    (non-padding) token of ``texts`` under the full model:
+
+    * head ``h``: the mean L2 norm of its contribution after the attention output
+      projection, ``context_h @ W_o[:, h-slice].T`` -- how far the head moves the token;
+    * neuron ``j``: the mean ``|GELU activation|`` times the L2 norm of column ``j`` of the
+      FFN output weight -- its mean output magnitude.
+
+    Magnitude-based and label-free (no loss, no gradients), in the spirit of COST-EFF and
+    ElasticLM, which rank heads and neurons by importance and reorder them so that any prefix
+    is a sub-network. The model is put in eval mode for the pass and restored after.
+    """
+    base = _backbone(model)
+    config = base.config
+    layers, num_heads = int(config.num_hidden_layers), int(config.num_attention_heads)
+    head_dim, intermediate = _head_dim(config), int(config.intermediate_size)
+    texts = list(texts)
+    if not texts:
+        raise ValueError("compute_importance needs at least one text")
+    device = next(model.parameters()).device
+    head_sum = torch.zeros(layers, num_heads, dtype=torch.float64)
+    neuron_sum = torch.zeros(layers, intermediate, dtype=torch.float64)
+    num_tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                features = tokenizer(
+                    texts[start : start + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(device)
+                mask = features["attention_mask"].to(torch.bool)
+                keep = mask[:, None, None, :]
+                hidden = base.embeddings(
+                    input_ids=features["input_ids"],
+                    token_type_ids=features.get("token_type_ids"),
+                )
+                for i, layer in enumerate(base.encoder.layer):
+                    record: dict[str, torch.Tensor] = {}
+                    hidden = _layer_forward(
+                        layer, hidden, keep, num_heads, intermediate, head_dim, record
+                    )
+                    # |context_h @ W_o[:, h].T| via the head's 32x32 Gram matrix W_h^T W_h:
+                    # the same number as the norm of the projected contribution, 12x cheaper
+                    context = record["context"][mask].float().view(-1, num_heads, head_dim)
+                    w_out = layer.attention.output.dense.weight.float()
+                    w_out = w_out.view(-1, num_heads, head_dim).transpose(0, 1)  # (heads, hid, hd)
+                    gram = w_out.transpose(1, 2) @ w_out  # (heads, hd, hd)
+                    squared = (torch.einsum("nhd,hde->nhe", context, gram) * context).sum(-1)
+                    head_sum[i] += squared.clamp(min=0).sqrt().sum(0).double().cpu()
+                    neuron_sum[i] += record["activation"][mask].abs().sum(0).double().cpu()
+                num_tokens += int(mask.sum())
+    finally:
+        model.train(was_training)
+    column_norms = [
+        layer.output.dense.weight.detach().double().norm(dim=0).cpu()
+        for layer in base.encoder.layer
+    ]
+    return Importance(
+        heads=tuple(head_sum[i] / num_tokens for i in range(layers)),
+        neurons=tuple(neuron_sum[i] / num_tokens * column_norms[i] for i in range(layers)),
+        num_texts=len(texts),
+        num_tokens=num_tokens,
+    )
+
+
+def reorder_(model: torch.nn.Module, importance: Importance) -> Importance:
+    """Permute ``model``'s weights in place so heads and neurons are most-important-first.
+
+    Per layer: the Q/K/V rows (and biases) by head block and the attention output
+    projection's columns by the same head order; the FFN input rows (and bias) and the FFN
+    output columns by the neuron order. Every output of the full model is unchanged (up to
+    float summation order). Returns ``importance`` in the new order (descending scores).
+    """
+    base = _backbone(model)
+    config = base.config
+    head_dim = _head_dim(config)
+    layers = base.encoder.layer
+    if importance.num_layers != len(layers) or any(
+        importance.heads[i].numel() != config.num_attention_heads
+        or importance.neurons[i].numel() != config.intermediate_size
+        for i in range(len(layers))
+    ):
+        raise ValueError("importance scores do not match this model's layers, heads or neurons")
+    heads, neurons = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            head_order, neuron_order = importance.head_order(i), importance.neuron_order(i)
+            rows = (head_order[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+            attention = layer.attention
+            for linear in (attention.self.query, attention.self.key, attention.self.value):
+                _permute_rows_(linear, rows)
+            _permute_columns_(attention.output.dense, rows)
+            _permute_rows_(layer.intermediate.dense, neuron_order)
+            _permute_columns_(layer.output.dense, neuron_order)
+            heads.append(importance.heads[i][head_order])
+            neurons.append(importance.neurons[i][neuron_order])
+    return Importance(tuple(heads), tuple(neurons), importance.num_texts, importance.num_tokens)
+
+
+def _permute_rows_(linear: torch.nn.Linear, index: torch.Tensor) -> None:
+    index = index.to(linear.weight.device)
+    linear.weight.copy_(linear.weight[index])  # advanced indexing copies first: safe in place
+    if linear.bias is not None:
+        linear.bias.copy_(linear.bias[index])
+
+
+def _permute_columns_(linear: torch.nn.Linear, index: torch.Tensor) -> None:
+    linear.weight.copy_(linear.weight[:, index.to(linear.weight.device)])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def make_elastic(
+    model_path: str | Path | None,
+    output_dir: str | Path,
+    texts: Sequence[str],
+    levels: Iterable[Level | str] | None = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> Path:
+    """Write an elastic checkpoint of ``model_path`` to ``output_dir``; returns ``output_dir``.
+
+    Loads the model (a directory, hub name, or None for the packaged default), scores heads
+    and neurons on ``texts`` (:func:`compute_importance`), reorders them (:func:`reorder_`),
+    and saves weights and tokenizer with ``save_pretrained`` plus an ``elasticir.json``::
+
+        {"levels": ["full", ...], "pooling": ..., "normalize": ..., "max_length": ...,
+         "elastic": {"reordered": true, "importance_texts": n, ...}}
+
+    ``levels`` defaults to :func:`default_levels` of the model (:data:`DEFAULT_LEVELS` for
+    six layers). This is the no-training baseline: plain truncation of the pretrained model.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_model_path(model_path)
+    settings = read_settings(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModel.from_pretrained(source).eval()
+    _backbone(model)
+    config = model.config
+    menu = default_levels(config) if levels is None else _menu(config, levels)
+    importance = reorder_(
+        model, compute_importance(model, tokenizer, texts, max_length, batch_size)
+    )
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    manifest = {
+        "levels": [str(level) for level in menu],
+        "pooling": settings.pooling,
+        "normalize": settings.normalize,
+        "max_length": settings.max_length,
+        "elastic": {
+            "reordered": True,
+            "importance_texts": importance.num_texts,
+            "importance_tokens": importance.num_tokens,
+            "importance_max_length": max_length,
+            "source_model": "all-MiniLM-L6-v2" if model_path is None else str(model_path),
+        },
+    }
+    with open(out / "elasticir.json", "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.write("\n")
+    return out

@@ -1,0 +1,1 @@
+"""Training: data for self-distillation, and the elastic optimization of encoders."""
