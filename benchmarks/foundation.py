@@ -48,9 +48,25 @@ WORK = Path("indexes/bench")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/foundation"))
-    parser.add_argument("--speed-passages", type=int, default=800)
-    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--speed-passages", type=int, default=400)
+    parser.add_argument("--speed-rounds", type=int, default=7)
+    parser.add_argument(
+        "--only-speed", action="store_true", help="Re-measure throughput only; keep the rest"
+    )
     args = parser.parse_args()
+    if args.only_speed:
+        report = json.loads(args.out.with_suffix(".json").read_text())
+        ours = ElasticDenser()
+        peer = load_peer(ours.model_path)
+        dl = get_dataset("msmarco-dl19")
+        report["speed"] = encoding_speed(
+            ours, peer, dl.corpus, args.speed_passages, args.speed_rounds
+        )
+        report["speed_measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(render(report))
+        print(render(report))
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
     ours = ElasticDenser()
@@ -106,18 +122,34 @@ def peer_encode(peer, corpus: Path, name: str) -> tuple[list[str], np.ndarray]:
 # -- speed -----------------------------------------------------------------------------------
 def encoding_speed(ours: ElasticDenser, peer, corpus: Path, n: int, rounds: int) -> dict:
     texts = [p.encoder_text() for p, _ in zip(iter_corpus(corpus), range(n))]
-    bf16_texts = texts[: max(50, n // 8)]  # bf16 is slow without native support: fewer texts
+    bf16_texts = texts[: max(50, n // 8)]
+    ref = mine = None  # bf16 is slow without native support: fewer texts
     bf16 = ElasticDenser(precision="bf16")
     ours.encode_passages(texts[:64]), peer.encode(texts[:64]), bf16.encode_passages(texts[:16])
     rows = {"peer_fp32": [], "ours_fp32": [], "peer_fp32_small": [], "ours_bf16_small": []}
-    for _ in range(rounds):
-        t, ref = timed(lambda: peer.encode(texts, batch_size=32, normalize_embeddings=True))
-        rows["peer_fp32"].append(len(texts) / t)
-        t, mine = timed(lambda: ours.encode_passages(texts))
-        rows["ours_fp32"].append(len(texts) / t)
-        t, ref_small = timed(
-            lambda: peer.encode(bf16_texts, batch_size=32, normalize_embeddings=True)
-        )
+
+    def peer_fp32():
+        return peer.encode(texts, batch_size=32, normalize_embeddings=True)
+
+    def peer_small():
+        return peer.encode(bf16_texts, batch_size=32, normalize_embeddings=True)
+
+    for round_number in range(rounds):
+        # Alternate who goes first, so drift in machine load does not favour either side.
+        pair = [
+            ("peer_fp32", peer_fp32, texts),
+            ("ours_fp32", lambda: ours.encode_passages(texts), texts),
+        ]
+        if round_number % 2:
+            pair.reverse()
+        for key, fn, items in pair:
+            t, value = timed(fn)
+            rows[key].append(len(items) / t)
+            if key == "peer_fp32":
+                ref = value
+            else:
+                mine = value
+        t, _ = timed(peer_small)
         rows["peer_fp32_small"].append(len(bf16_texts) / t)
         t, mine_bf16 = timed(lambda: bf16.encode_passages(bf16_texts))
         rows["ours_bf16_small"].append(len(bf16_texts) / t)
@@ -304,11 +336,15 @@ def render(report: dict) -> str:
         "",
         "## Passage encoding throughput (interleaved rounds, medians)",
         "",
+        f"Measured {report.get('speed_measured', report['started'])}; rounds alternate which "
+        "side goes first.",
+        "",
         "| measure | value |",
         "|---|---|",
         f"| passages per round | {s['passages']} DL19 passages x {s['rounds']} rounds |",
         f"| peer fp32 (batch 32) | {s['peer_fp32_per_s']:.1f} passages/s |",
-        f"| elasticir fp32 (batch {s['batch_size_ours']}) | {s['ours_fp32_per_s']:.1f} passages/s |",
+        f"| elasticir fp32 (batch {s['batch_size_ours']}) | "
+        f"{s['ours_fp32_per_s']:.1f} passages/s |",
         f"| **ratio elasticir / peer (fp32)** | **{s['ratio_fp32']:.2f}x** "
         f"(rounds: {', '.join(f'{r:.2f}' for r in s['ratio_fp32_all'])}) |",
         f"| cosine elasticir vs peer (min / mean) | {s['cosine_ours_vs_peer_min']:.6f} / "

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import typer
 from elasticir.cli import eval as eval_command
-from elasticir.cli import fuse, index, quickstart, search
+from elasticir.cli import fuse, index, quickstart, search, train
 
 app = typer.Typer(
     name="elasticir",
     help="Dense retrieval and reranking with compute-elastic models: index a corpus, search "
-    "it, fuse and evaluate runs (TREC formats throughout).",
+    "it, fuse and evaluate runs (TREC formats throughout), and train elastic encoders.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help text: rich markup would swallow the "[default: ...]" notes in option help.
+    rich_markup_mode=None,
 )
 app.command("index")(index.main)
 app.command("search")(search.main)
 app.command("eval")(eval_command.main)
 app.command("fuse")(fuse.main)
 app.command("quickstart")(quickstart.main)
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:

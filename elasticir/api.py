@@ -24,6 +24,7 @@ from elasticir.index.faiss_index import IndexSpec
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
+    from elasticir.train.denser import DenserTrainConfig
 
 BM25 = "bm25"
 
@@ -108,6 +109,17 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
     return IndexResult(
         index, config.store_dir(), report.num_passages, report.encoded, report.seconds
     )
+
+
+def train_denser(config: DenserTrainConfig, progress: bool = True) -> Path:
+    """Train an elastic query encoder into the base model's passage space; returns its directory.
+
+    See :mod:`elasticir.train.denser`: resumable (rerun the same config after a kill), and a
+    no-op when the output already holds the finished model.
+    """
+    from elasticir.train.denser import train_denser as train
+
+    return train(config, progress=progress)
 
 
 def load_encoder(

@@ -3,11 +3,19 @@
 Every encode call takes a compute level. A plain checkpoint offers ``full`` only; an elastic
 checkpoint (see ``elasticir.encoders.elastic.make_elastic``) lists its levels -- nested
 depth/width sub-networks -- in ``elasticir.json``, and they run behind the same calls.
+
+A checkpoint trained by ``elasticir train denser`` (``elasticir.train.denser``) also names a
+``"passage_encoder"`` in ``elasticir.json``: its query levels were trained into the vector
+space of that frozen model at full compute. Such an ``ElasticDenser`` encodes passages with
+the frozen model (loaded on first use) and queries with the trained weights, and its
+fingerprint is the passage encoder's, so an index built with the original model is searched
+by every query level of the trained one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -19,8 +27,10 @@ from elasticir.encoders import elastic
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import (
     EncoderSettings,
+    PassageEncoderSpec,
     model_fingerprint,
     read_levels,
+    read_passage_encoder,
     read_settings,
     resolve_model_path,
 )
@@ -72,6 +82,11 @@ class ElasticDenser:
         self.passage_max_length = passage_max_length or self.settings.max_length
         self._fingerprint: str | None = None
         self._levels = self._read_levels()
+        # A query encoder trained into another model's passage space: that model (frozen,
+        # full compute) encodes the passages, loaded on first use.
+        self.passage_encoder_spec: PassageEncoderSpec | None = read_passage_encoder(self.model_path)
+        self._passage_side: ElasticDenser | None = None
+        self._passage_lock = threading.Lock()
 
     # -- description -----------------------------------------------------------------------
     @property
@@ -84,7 +99,11 @@ class ElasticDenser:
 
     @property
     def levels(self) -> tuple[Level, ...]:
-        """The compute levels this model offers, ``full`` first (``elasticir.json``'s menu)."""
+        """The compute levels this model offers, ``full`` first (``elasticir.json``'s menu).
+
+        With a separate passage encoder (see the module docstring) these are query levels;
+        passages are encoded at ``full`` only.
+        """
         return self._levels
 
     def _read_levels(self) -> tuple[Level, ...]:
@@ -111,10 +130,57 @@ class ElasticDenser:
 
     @property
     def fingerprint(self) -> str:
-        """Identifies the passage space: an index built with one fingerprint needs it to search."""
+        """Identifies the passage space: an index built with one fingerprint needs it to search.
+
+        For a query encoder trained into a frozen passage encoder's space, the fingerprint
+        recorded for that passage encoder (searching needs no passage model at all).
+        """
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_path, self.settings)
+            if self.passage_encoder_spec is not None:
+                self._fingerprint = self.passage_encoder_spec.fingerprint
+            else:
+                self._fingerprint = model_fingerprint(self.model_path, self.settings)
         return self._fingerprint
+
+    def passage_encoder(self) -> ElasticDenser:
+        """The encoder of the passage side: ``self``, or the frozen model named in
+        ``elasticir.json``'s ``"passage_encoder"`` (loaded on first call, then kept).
+
+        Raises ``ValueError`` when that model's weights are not the ones the query encoder was
+        trained against (its fingerprint differs from the recorded one).
+        """
+        spec = self.passage_encoder_spec
+        if spec is None:
+            return self
+        with self._passage_lock:
+            if self._passage_side is None:
+                side = ElasticDenser(
+                    self._passage_model_location(spec.model),
+                    device=str(self.device),
+                    precision=self.precision,
+                    batch_size=self.batch_size,
+                    passage_max_length=self.passage_max_length,
+                )
+                if side.fingerprint != spec.fingerprint:
+                    raise ValueError(
+                        f"{self.model_path}: its queries were trained for passage encoder "
+                        f"{spec.model!r} with fingerprint {spec.fingerprint}, but that model now "
+                        f"has fingerprint {side.fingerprint} (other weights or pooling): its "
+                        "passage vectors are in another space"
+                    )
+                if side.dim != self.dim:
+                    raise ValueError(
+                        f"{self.model_path}: passage encoder {spec.model!r} gives {side.dim} "
+                        f"dims, the query encoder {self.dim}"
+                    )
+                self._passage_side = side
+            return self._passage_side
+
+    def _passage_model_location(self, model: str) -> str:
+        beside = Path(self.model_path) / model
+        if not Path(model).is_absolute() and (beside / "config.json").is_file():
+            return str(beside)  # a path relative to this checkpoint
+        return model  # a name, or a path as written
 
     def check_level(self, level: Level | str) -> Level:
         level = Level(level)
@@ -141,8 +207,25 @@ class ElasticDenser:
     ) -> np.ndarray:
         """Encode passages at ``level``: returns ``(len(texts), dim)`` float32.
 
-        ``progress`` is called with the number of texts finished after each batch.
+        ``progress`` is called with the number of texts finished after each batch. A query
+        encoder trained into a frozen passage encoder's space encodes passages with that
+        model at ``full``; any other passage level is an error (passage-side levels are a
+        second, optional mode, not offered by such a checkpoint yet).
         """
+        if self.passage_encoder_spec is not None:
+            level = Level(level)
+            if level.resolve(self.num_layers) != FULL.resolve(self.num_layers):
+                raise ValueError(
+                    f"passage level {level} is not offered: {self.model_name}'s passages are "
+                    f"encoded by the frozen passage encoder "
+                    f"{self.passage_encoder_spec.model!r} at full compute (the index space); "
+                    "its levels are query levels (passage-side levels are a second, optional "
+                    "mode, not available for this model)"
+                )
+            side = self.passage_encoder()
+            return side._encode(
+                texts, self.passage_max_length, FULL, batch_size or self.batch_size, progress
+            )
         level = self.check_level(level)
         return self._encode(texts, self.passage_max_length, level, batch_size, progress)
 
@@ -208,7 +291,7 @@ class ElasticDenser:
 
     def describe(self) -> dict[str, object]:
         """What an index's meta.json records about the encoder that built it."""
-        return {
+        described: dict[str, object] = {
             "model": self.model_name,
             "model_fingerprint": self.fingerprint,
             "pooling": self.settings.pooling,
@@ -216,3 +299,6 @@ class ElasticDenser:
             "passage_max_length": self.passage_max_length,
             "dim": self.dim,
         }
+        if self.passage_encoder_spec is not None:
+            described["passage_encoder"] = self.passage_encoder_spec.model
+        return described

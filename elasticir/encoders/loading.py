@@ -109,6 +109,43 @@ def read_levels(model_path: str) -> tuple[Level, ...]:
     return tuple(dict.fromkeys([FULL, *levels]))
 
 
+@dataclass(frozen=True)
+class PassageEncoderSpec:
+    """The frozen model that encodes passages for a query encoder trained into its space.
+
+    Written by ``elasticir train denser`` into ``elasticir.json`` as
+    ``"passage_encoder": {"model": ..., "fingerprint": ...}``: the query side's levels were
+    trained to land in the vector space of ``model`` at full compute, whose fingerprint
+    (:func:`model_fingerprint`) was ``fingerprint``.
+    """
+
+    model: str
+    fingerprint: str
+
+
+def read_passage_encoder(model_path: str) -> PassageEncoderSpec | None:
+    """``elasticir.json``'s ``"passage_encoder"``, or None for a model that encodes both sides."""
+    path = Path(model_path) / "elasticir.json"
+    own = _read_json(path) if Path(model_path).is_dir() else None
+    raw = own.get("passage_encoder") if isinstance(own, dict) else None
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("model"), str)
+        or not isinstance(raw.get("fingerprint"), str)
+        or not raw["model"]
+        or not raw["fingerprint"]
+    ):
+        raise InputFormatError(
+            path,
+            None,
+            '"passage_encoder": {"model": "<name or path>", "fingerprint": "<hash>"}',
+            got=repr(raw),
+        )
+    return PassageEncoderSpec(model=raw["model"], fingerprint=raw["fingerprint"])
+
+
 def model_fingerprint(model_path: str, settings: EncoderSettings) -> str:
     """A short hash of the weights and the pooling settings: equal fingerprints, equal vectors.
 

@@ -59,7 +59,7 @@ def training_text(root: Path, max_passage_chars: int = 1500) -> TrainingText:
         items = read_qas(path) if "dpr" in relative else read_topics(path)
         count = 0
         for item in items:
-            text = getattr(item, "question", None) or getattr(item, "text")
+            text = getattr(item, "question", None) or item.text
             key = _norm(text)
             if key in banned:
                 excluded += 1

@@ -1,0 +1,227 @@
+"""Elastic optimization of the query encoder, on a tiny real config (shared data folder).
+
+Every run trains 24 real training queries against a 200-passage pool for a few steps on one
+thread; the teacher's vectors are cached once for the whole module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from elasticir.cli.app import app
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from elasticir import api
+from elasticir.data import read_topics, sample_dataset
+from elasticir.encoders.denser import ElasticDenser
+from elasticir.encoders.levels import FULL, Level
+from elasticir.retrieve.dense import DenseSearcher
+from elasticir.train.denser import (
+    DenserTrainConfig,
+    initial_student,
+    prepare_distillation,
+    train_denser,
+)
+
+pytestmark = pytest.mark.data
+
+SMALL = Level("L2-W50")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> DenserTrainConfig:
+    """The tiny config; each test replaces ``output`` (and whatever it studies)."""
+    root = tmp_path_factory.mktemp("train")
+    return DenserTrainConfig(
+        output=root / "straight",
+        cache=root / "cache",
+        data_root=data_root,
+        max_queries=24,
+        passage_pool_size=200,
+        passage_max_length=32,
+        importance_queries=24,
+        candidates=8,
+        steps=6,
+        batch_size=8,
+        lr=1e-4,
+        levels=("full", str(SMALL)),
+        checkpoint_every=3,
+        threads=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def straight(tiny: DenserTrainConfig) -> Path:
+    return train_denser(tiny, progress=False)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_trained_directory_loads_with_levels_and_base_space(
+    straight: Path, denser: ElasticDenser
+) -> None:
+    manifest = json.loads((straight / "elasticir.json").read_text())
+    assert manifest["levels"] == ["full", str(SMALL)]
+    assert manifest["passage_encoder"] == {
+        "model": "all-MiniLM-L6-v2",
+        "fingerprint": denser.fingerprint,
+    }
+    training = manifest["training"]
+    assert training["steps"] == 6 and training["seed"] == 13
+    assert training["config"]["batch_size"] == 8
+    assert training["data"]["queries_used"] == 24 and training["data"]["passage_pool"] == 200
+    assert training["data"]["sources"]["topics/topics.dpr.nq.dev.txt"] > 0
+    assert set(training["final_losses"]) == {"full", str(SMALL)}
+    assert len((straight / "training-log.jsonl").read_text().splitlines()) == 6
+    assert not (straight / "checkpoint").exists()  # removed once the model is written
+
+    trained = ElasticDenser(straight)
+    assert trained.levels == (FULL, SMALL)
+    assert trained.fingerprint == denser.fingerprint
+    queries = ["who wrote the origin of species", "boiling point of water at altitude"]
+    for level in trained.levels:
+        vectors = trained.encode_queries(queries, level=level)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # the queries moved; the passages are the frozen base model's, bit for bit
+    assert not np.allclose(trained.encode_queries(queries), denser.encode_queries(queries))
+    passages = ["Charles Darwin published On the Origin of Species in 1859.", "Water boils."]
+    np.testing.assert_array_equal(
+        trained.encode_passages(passages), denser.encode_passages(passages)
+    )
+    with pytest.raises(ValueError, match="passage-side levels"):
+        trained.encode_passages(passages, level=SMALL)
+
+
+def test_index_of_the_base_model_is_searched_at_every_query_level(
+    straight: Path, denser: ElasticDenser, tmp_path: Path
+) -> None:
+    sample = sample_dataset()
+    config = api.IndexConfig(corpus=sample.corpus, output=tmp_path / "index", progress=False)
+    api.build_index(config, encoder=denser)
+    searcher = DenseSearcher(tmp_path / "index", ElasticDenser(straight))  # fingerprint check
+    queries = read_topics(sample.queries)[:3]
+    for level in (FULL, SMALL):
+        run = searcher.search(queries, k=5, level=level)
+        assert [len(run[q.query_id]) for q in queries] == [5, 5, 5]
+
+
+def test_resuming_after_a_kill_reaches_the_uninterrupted_weights(
+    straight: Path, tiny: DenserTrainConfig
+) -> None:
+    config = dataclasses.replace(tiny, output=tiny.output.with_name("resumed"))
+
+    def kill_at_step_4(step: int, losses: dict) -> None:
+        if step == 4:
+            raise KeyboardInterrupt  # after the step-3 checkpoint, before the next one
+
+    with pytest.raises(KeyboardInterrupt):
+        train_denser(config, progress=False, on_step=kill_at_step_4)
+    assert (config.output / "checkpoint" / "state.pt").is_file()
+    assert not (config.output / "elasticir.json").exists()
+    assert train_denser(config, progress=False) == config.output  # resumes at step 3
+    expected, got = weights(straight), weights(config.output)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    log = (config.output / "training-log.jsonl").read_text()
+    assert log == (straight / "training-log.jsonl").read_text()
+
+
+def fixed_batch_losses(config: DenserTrainConfig, trained: Path) -> dict[str, dict]:
+    """Losses on step 1's batch of the initial student and of the trained model."""
+    from transformers import AutoModel
+
+    distillation = prepare_distillation(config, progress=False)
+    before_model, _ = initial_student(config, distillation)
+    after_model = AutoModel.from_pretrained(trained).eval()
+    rows = distillation.batch(1)
+    with torch.no_grad():
+        return {
+            "initial": before_model.state_dict(),
+            "before": distillation.losses(before_model.eval(), rows, SMALL).values(),
+            "after": distillation.losses(after_model, rows, SMALL).values(),
+            "full": distillation.losses(after_model, rows, FULL).values(),
+        }
+
+
+def test_sandwich_training_reduces_the_smallest_levels_distillation_loss(
+    straight: Path, tiny: DenserTrainConfig
+) -> None:
+    losses = fixed_batch_losses(tiny, straight)
+    before, after = losses["before"], losses["after"]
+    assert after["kl"] < 0.8 * before["kl"], (before, after)
+    assert after["align"] < before["align"] and after["total"] < before["total"]
+    assert losses["full"]["total"] < after["total"]  # full stays near the teacher it started as
+
+
+def test_static_mode_trains_only_the_given_level(tiny: DenserTrainConfig) -> None:
+    config = dataclasses.replace(
+        tiny, output=tiny.output.with_name("static"), levels=(str(SMALL),), sandwich=False, steps=20
+    )
+    trained = train_denser(config, progress=False)
+    losses = fixed_batch_losses(config, trained)  # 20 steps at the smallest level alone
+    before, after = losses["before"], losses["after"]
+    assert after["total"] < 0.7 * before["total"], (before, after)
+    initial, final = losses["initial"], weights(trained)
+    layer = "encoder.layer.{}.attention.self.query.weight"
+    for i in (2, 3, 4, 5):  # deeper than the level: never used, never changed
+        assert torch.equal(final[layer.format(i)], initial[layer.format(i)])
+    assert not torch.equal(final[layer.format(0)], initial[layer.format(0)])
+    manifest = json.loads((config.output / "elasticir.json").read_text())
+    assert manifest["training"]["method"] == "static"
+    assert manifest["training"]["trained_levels"] == [str(SMALL)]
+    assert set(manifest["training"]["final_losses"]) == {str(SMALL)}
+    assert ElasticDenser(config.output).levels == (FULL, SMALL)
+
+
+def test_config_round_trips_and_rejects_nonsense(tmp_path: Path) -> None:
+    config = DenserTrainConfig(output=tmp_path / "m", levels=("L4-W75", "full"), steps=10)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    assert DenserTrainConfig.from_json(path) == config
+    assert config.levels == ("L4-W75", "full")
+    with pytest.raises(ValueError, match="unknown training setting"):
+        DenserTrainConfig.from_dict({"output": "m", "stpes": 3})
+    with pytest.raises(ValueError, match="static training"):
+        DenserTrainConfig(output=tmp_path, sandwich=False)
+    with pytest.raises(ValueError, match="not a compute level"):
+        DenserTrainConfig(output=tmp_path, levels=("L2-X9",))
+    with pytest.raises(ValueError, match="steps"):
+        DenserTrainConfig(output=tmp_path, steps=0)
+
+
+def test_cli_flags_override_the_config_file(
+    straight: Path, tiny: DenserTrainConfig, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    path = tmp_path / "config.json"
+    path.write_text(dataclasses.replace(tiny, steps=99).to_json())
+    # --steps 6 restores the finished run's settings: the command finds the model done
+    result = runner.invoke(app, ["train", "denser", "-c", str(path), "--steps", "6", "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"model: {straight}" in result.output
+    result = runner.invoke(app, ["train", "denser", "--steps", "3"])
+    assert result.exit_code == 2 and "--output" in result.output
+    result = runner.invoke(
+        app, ["train", "denser", "-o", str(tmp_path), "--levels", "L4", "--static-level", "L2"]
+    )
+    assert result.exit_code == 2 and "not both" in result.output
+    help_text = runner.invoke(app, ["train", "denser", "--help"]).output
+    assert "--static-level" in help_text and "frozen" in help_text
