@@ -1,6 +1,6 @@
 """The encoder and index one level down: vectors, compute levels and a FAISS index.
 
-    python examples/encode_and_search_vectors.py
+python examples/encode_and_search_vectors.py
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Dense, BM25 and hybrid retrieval from Python, evaluated with ir-measures.
 
-    python examples/retrieve_and_evaluate.py            # the built-in 40-passage sample
-    python examples/retrieve_and_evaluate.py nq-open    # a dataset from the data folder
+python examples/retrieve_and_evaluate.py            # the built-in 40-passage sample
+python examples/retrieve_and_evaluate.py nq-open    # a dataset from the data folder
 """
 
 from __future__ import annotations

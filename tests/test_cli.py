@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from elasticir.cli.app import app
 from typer.testing import CliRunner
 
-from elasticir.cli.app import app
 from elasticir.data import read_run, sample_dataset
 
 runner = CliRunner()

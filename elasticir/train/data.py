@@ -84,8 +84,12 @@ def training_text(root: Path, max_passage_chars: int = 1500) -> TrainingText:
 
 
 def _passage_sources(train: Path) -> Iterator[tuple[str, Iterable[str]]]:
-    for name in ("msmarco-teacher-scored-a.jsonl", "msmarco-teacher-scored-b.jsonl",
-                 "msmarco-teacher-scored-c.jsonl", "nq-train-teacher-scored.jsonl"):
+    for name in (
+        "msmarco-teacher-scored-a.jsonl",
+        "msmarco-teacher-scored-b.jsonl",
+        "msmarco-teacher-scored-c.jsonl",
+        "nq-train-teacher-scored.jsonl",
+    ):
         yield name, _scored_passages(train / name)
     yield "msmarco-triples-100.tsv", _triples(train / "msmarco-triples-100.tsv")
     yield "dpr-nq-dev-sample.json", _dpr_contexts(train / "dpr-nq-dev-sample.json")
