@@ -144,8 +144,10 @@ def encode_corpus(
     store_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _encode_into(corpus, store_dir, encoder, level, shard_size, index, count, progress)
-    except InputFormatError:
-        if created:  # a corpus that fails to parse leaves no half-made store behind
+    except BaseException:
+        # A run that fails before finishing any shard (a corpus that does not parse, a level
+        # the passage side lacks) leaves no half-made store behind; finished shards are kept.
+        if created and not any(store_dir.glob("shard-*.npy")):
             shutil.rmtree(store_dir, ignore_errors=True)
         raise
 

@@ -59,7 +59,7 @@ class DenseSearcher:
 
 
 def check_compatible(encoder: ElasticDenser, index: LoadedIndex) -> None:
-    """Raise :class:`EncoderMismatchError` unless ``encoder`` maps queries into the index's space."""
+    """Raise :class:`EncoderMismatchError` unless ``encoder`` queries the index's space."""
     built_with = index.meta["encoder"]
     if built_with.get("model_fingerprint") != encoder.fingerprint:
         raise EncoderMismatchError(
