@@ -394,7 +394,7 @@ NOTES = [
     "top-k on NQ (the peer's RR@10 differs in the 4th decimal from float ties).",
     "- The throughput gain is batching, not arithmetic: texts are tokenized once and sorted "
     "by token length, so a batch pads only to its own longest text; the peer sorts by "
-    "character length and pads more. Same fp32 kernels, same vectors (cosine 1.000000).",
+    "character length. Same fp32 kernels, same vectors (cosine 1.000000).",
     "- bf16 autocast is slower here: this CPU (AMD EPYC, AVX2) has no native bf16, so "
     "autocast only adds conversions. It is an option for CPUs with AVX512-BF16/AMX.",
     "- BM25 over the pooled 20k-passage DL19 corpus (0.453) is below the full-collection "
