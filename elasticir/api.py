@@ -93,7 +93,6 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
 
     spec = IndexSpec(**{**config.spec.__dict__, "kind": config.index_type})
     encoder = encoder or load_encoder(config.model, config.device, config.precision)
-    encoder.batch_size = config.batch_size
     report = encode_corpus(
         config.corpus,
         config.store_dir(),
@@ -101,6 +100,7 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
         level=config.level,
         shard_size=config.shard_size,
         shard=config.shard,
+        batch_size=config.batch_size,
         progress=config.progress,
     )
     index = None

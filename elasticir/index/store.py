@@ -128,6 +128,7 @@ def encode_corpus(
     level: Level | str = FULL,
     shard_size: int = DEFAULT_SHARD_SIZE,
     shard: tuple[int, int] = (0, 1),
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> EncodeReport:
     """Encode every passage of ``corpus`` into the store at ``store_dir``; resumable.
@@ -143,7 +144,9 @@ def encode_corpus(
     created = not store_dir.exists()
     store_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _encode_into(corpus, store_dir, encoder, level, shard_size, index, count, progress)
+        return _encode_into(
+            corpus, store_dir, encoder, level, shard_size, index, count, batch_size, progress
+        )
     except BaseException:
         # A run that fails before finishing any shard (a corpus that does not parse, a level
         # the passage side lacks) leaves no half-made store behind; finished shards are kept.
@@ -160,6 +163,7 @@ def _encode_into(
     shard_size: int,
     index: int,
     count: int,
+    batch_size: int | None,
     progress: bool,
 ) -> EncodeReport:
     _remove_stale_leftovers(store_dir)
@@ -187,7 +191,10 @@ def _encode_into(
                 advance(len(passages))
                 continue
             vectors = encoder.encode_passages(
-                [p.encoder_text() for p in passages], level=level, progress=advance
+                [p.encoder_text() for p in passages],
+                level=level,
+                batch_size=batch_size,
+                progress=advance,
             )
             _write_shard(target, [p.doc_id for p in passages], vectors)
             encoded += len(passages)
