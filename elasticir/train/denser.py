@@ -66,6 +66,7 @@ from elasticir.encoders.elastic import (
 )
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import EncoderSettings
+from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -485,7 +486,7 @@ def _teacher_queries(
     teacher: ElasticDenser, queries: list[str], directory: Path, progress: bool
 ) -> np.ndarray:
     parts = []
-    with _bar(progress, len(queries), "teacher queries") as advance:
+    with progress_bar(progress, len(queries), "teacher queries") as advance:
         for number, start in enumerate(range(0, len(queries), QUERY_PART)):
             chunk = queries[start : start + QUERY_PART]
             path = directory / f"part-{number:05d}.npy"
@@ -915,47 +916,19 @@ def _config_difference(saved: object, config: DenserTrainConfig) -> str:
 
 
 @contextmanager
-def _bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
-    from elasticir.progress import progress_bar
-
-    with progress_bar(enabled, total, label) as advance:
-        yield advance
-
-
-@contextmanager
 def _training_bar(
     enabled: bool, total: int, done: int
 ) -> Iterator[Callable[[int, dict[str, dict[str, float]]], None]]:
-    """A rich bar over the steps showing each level's latest loss (kl + weighted align)."""
-    if not enabled:
-        yield lambda step, record: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
+    """A bar over the steps showing each level's latest loss (kl + weighted align)."""
     latest: dict[str, float] = {}
-    with Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[losses]}"),
-        console=Console(stderr=True),
-    ) as bar:
-        task = bar.add_task("training", total=total, completed=done, losses="")
+    shown = [done]
+    with progress_bar(enabled, total, "training", completed=done) as advance:
 
         def show(step: int, record: dict[str, dict[str, float]]) -> None:
             for level, values in record.items():
                 latest[level] = values["total"]
             text = "  ".join(f"{level} {value:.4f}" for level, value in latest.items())
-            bar.update(task, completed=step, losses=text)
+            advance(step - shown[0], status=text)
+            shown[0] = step
 
         yield show
