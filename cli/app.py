@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 from elasticir.cli import eval as eval_command
-from elasticir.cli import fuse, index, quickstart, search, train
+from elasticir.cli import fuse, index, quickstart, rerank, search, train
 
 app = typer.Typer(
     name="elasticir",
     help="Dense retrieval and reranking with compute-elastic models: index a corpus, search "
-    "it, fuse and evaluate runs (TREC formats throughout), and train elastic encoders.",
+    "it, rerank and fuse runs, evaluate them (TREC formats throughout), and train elastic models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.command("index")(index.main)
 app.command("search")(search.main)
+app.command("rerank")(rerank.main)
 app.command("eval")(eval_command.main)
 app.command("fuse")(fuse.main)
 app.command("quickstart")(quickstart.main)

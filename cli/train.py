@@ -124,3 +124,81 @@ def denser(
         settings = DenserTrainConfig(**given)  # type: ignore[arg-type]
     path = api.train_denser(settings, progress=not quiet)
     typer.echo(f"model: {path}")
+
+
+@app.command("projection")
+@reports_errors
+def projection(
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Projections file to write [default: <model>/projections.safetensors for a "
+        "local model directory]",
+    ),
+    model: str = typer.Option(
+        None,
+        help="The passage space: a model directory trained by `train denser` (its passage "
+        "encoder is used) or any encoder (default: all-MiniLM-L6-v2)",
+    ),
+    dims: str = typer.Option("256,128,64", help="Comma-separated target dimensions"),
+    data: Path = typer.Option(
+        None,
+        help="Data folder with topics/ and train/ (default: $ELASTICIR_DATA or ../shared/data)",
+    ),
+    cache: Path = typer.Option(
+        None,
+        help="Folder of cached teacher vectors, shared with `train denser --config` runs "
+        "that name the same cache (default: $ELASTICIR_CACHE or ~/.cache/elasticir)",
+    ),
+    steps: int = typer.Option(1500, help="Adam steps per dimension"),
+    batch_size: int = typer.Option(256, help="Training queries per step"),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (linear decay)"),
+    seed: int = typer.Option(13, help="Seed of every random choice"),
+    threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+) -> None:
+    """Fit learned projections of a passage space to fewer dimensions.
+
+    Each matrix starts from PCA and is trained so the projected scores keep the full
+    model's ranking (listwise KL over mined and in-batch passages, on the unlabelled
+    training queries). Then `elasticir index --model MODEL --dim 128` stores projected
+    vectors, and search projects queries to match. The default model's space already has
+    projections shipped with the package; this command reproduces them (from the repo root):
+
+        elasticir train projection --cache models/cache
+            --output elasticir/encoders/projections/2a015752a3c17d94.safetensors
+    """
+    from elasticir import api
+    from elasticir.encoders.loading import read_passage_encoder, resolve_model_path
+    from elasticir.encoders.projection import PROJECTIONS_FILE
+    from elasticir.train.projection import ProjectionTrainConfig
+
+    base = model
+    if model is not None:
+        spec = read_passage_encoder(resolve_model_path(model))
+        if spec is not None:
+            base = spec.model
+            if Path(model, base).is_dir():
+                base = str(Path(model, base))
+    if output is None:
+        if model is None or not Path(model).is_dir():
+            raise ValueError(
+                "say where to write the projections: --output FILE (the default model's "
+                "folder belongs to its package)"
+            )
+        output = Path(model) / PROJECTIONS_FILE
+    settings = ProjectionTrainConfig(
+        output=output,
+        base_model=base,
+        dims=tuple(int(d) for d in dims.split(",") if d.strip()),
+        data_root=data,
+        cache=cache,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+    )
+    path = api.train_projection(settings, progress=not quiet)
+    typer.echo(f"projections: {path}")

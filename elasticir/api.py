@@ -25,6 +25,7 @@ from elasticir.index.faiss_index import IndexSpec
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
     from elasticir.train.denser import DenserTrainConfig
+    from elasticir.train.projection import ProjectionTrainConfig
 
 BM25 = "bm25"
 
@@ -38,7 +39,8 @@ class IndexConfig:
     index_type: str = "flat"  # flat | hnsw | ivfpq | bm25
     spec: IndexSpec = field(default_factory=IndexSpec)
     model: str | None = None
-    level: str = "full"
+    level: str = "full"  # below full: the cheap-indexing mode, recorded in the index meta
+    dim: int | None = None  # a learned projection's dimension; None: the encoder's own
     store: Path | None = None  # default: <output>.embeddings beside the index
     shard: tuple[int, int] = (0, 1)
     shard_size: int = 4096
@@ -98,6 +100,7 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
         config.store_dir(),
         encoder,
         level=config.level,
+        dim=config.dim,
         shard_size=config.shard_size,
         shard=config.shard,
         batch_size=config.batch_size,
@@ -111,6 +114,89 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
     )
 
 
+RERANKERS = ("elastic", "dipair", "biencoder")
+
+
+@dataclass(frozen=True)
+class RerankStageSpec:
+    """One reranking stage of a cascade: ``KIND[:MODEL][%K]`` on the command line."""
+
+    kind: str  # elastic | dipair | biencoder
+    model: str | None = None  # default: the kind's default model
+    k: int | None = None  # keep the top k for the next stage; None: keep all
+
+    def __str__(self) -> str:
+        text = self.kind + (f":{self.model}" if self.model else "")
+        return text + (f"%{self.k}" if self.k else "")
+
+
+def parse_rerank_stage(spec: str) -> RerankStageSpec:
+    """``"dipair:models/dipair%100"`` -> ``RerankStageSpec("dipair", "models/dipair", 100)``."""
+    text, k = spec.strip(), None
+    if "%" in text:
+        text, _, cut = text.rpartition("%")
+        if not cut.isdigit() or int(cut) < 1:
+            raise ValueError(f"rerank stage {spec!r}: expected %K with K a positive integer")
+        k = int(cut)
+    kind, _, model = text.partition(":")
+    if kind not in RERANKERS:
+        raise ValueError(
+            f"rerank stage {spec!r}: unknown kind {kind!r}; expected one of {', '.join(RERANKERS)}"
+        )
+    return RerankStageSpec(kind, model or None, k)
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """What ``elasticir rerank`` does: rerank a run's candidates with a cascade of stages."""
+
+    run: Path
+    topics: Path
+    corpus: Path
+    stages: tuple[RerankStageSpec, ...] = (RerankStageSpec("elastic"),)
+    level: str = "full"
+    policy: str | None = None
+    depth: int = 1000
+    on_missing: str = "error"
+    batch_size: int = 32
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    run: Run
+    reports: dict  # stage name -> Counter of what happened (pairs scored, skips)
+
+
+def rerank(config: RerankConfig) -> RerankResult:
+    """Rerank ``config.run`` with each stage in turn (see :mod:`elasticir.rerank.pipeline`)."""
+    from elasticir.rerank.factory import make_scorer
+    from elasticir.rerank.pipeline import PassageLookup, Rerank, RunFile, top_k
+
+    if not config.stages:
+        raise ValueError("rerank needs at least one stage")
+    queries = load_queries(config.topics)
+    candidates = {qid: top_k(docs, config.depth) for qid, docs in read_run(config.run).items()}
+    first = RunFile(candidates, on_missing=config.on_missing)
+    first.source = str(config.run)
+    passages = PassageLookup(config.corpus)
+    pipeline = first
+    for spec in config.stages:
+        scorer = make_scorer(
+            spec, level=config.level, policy=config.policy, batch=config.batch_size
+        )
+        stage = Rerank(
+            scorer,
+            passages,
+            on_missing=config.on_missing,
+            progress=config.progress,
+            name=str(spec),
+        )
+        pipeline = pipeline >> (stage % spec.k if spec.k else stage)
+    run = pipeline.run(queries)
+    return RerankResult(run, {name: dict(c) for name, c in pipeline.reports().items() if c})
+
+
 def train_denser(config: DenserTrainConfig, progress: bool = True) -> Path:
     """Train an elastic query encoder into the base model's passage space; returns its directory.
 
@@ -118,6 +204,17 @@ def train_denser(config: DenserTrainConfig, progress: bool = True) -> Path:
     no-op when the output already holds the finished model.
     """
     from elasticir.train.denser import train_denser as train
+
+    return train(config, progress=progress)
+
+
+def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Path:
+    """Fit learned projections of a passage space; returns the projections file.
+
+    See :mod:`elasticir.train.projection`: PCA start, then listwise distillation of the full
+    dimension's scores. An index built with ``IndexConfig(dim=...)`` stores projected vectors.
+    """
+    from elasticir.train.projection import train_projection as train
 
     return train(config, progress=progress)
 

@@ -346,7 +346,7 @@ def test_make_elastic_round_trip(
 
 
 def test_elastic_denser_levels_and_fingerprint(elastic_denser: ElasticDenser) -> None:
-    assert elastic_denser.check_level("L4-W75") == Level("L4-W75")
+    assert elastic_denser.check_level("L6-W50") == Level("L6-W50")
     assert elastic_denser.check_level("L6") == Level("L6")  # the full model, spelled out
     with pytest.raises(ValueError, match="not offered"):
         elastic_denser.check_level("L5")
@@ -363,7 +363,7 @@ def test_elastic_denser_levels_and_fingerprint(elastic_denser: ElasticDenser) ->
 
 def test_concurrent_levels_match_alone(elastic_denser: ElasticDenser) -> None:
     texts = (_msmarco_queries() or _sample_texts())[:48]
-    jobs = [("full", texts), ("L2-W50", texts[::-1]), ("L4-W75", texts[5:])]
+    jobs = [("full", texts), ("L2-W50", texts[::-1]), ("L6-W50", texts[5:])]
     alone = [elastic_denser.encode_queries(t, level, batch_size=8) for level, t in jobs]
 
     def run(job: tuple[str, list[str]]) -> list[np.ndarray]:

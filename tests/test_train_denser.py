@@ -105,8 +105,38 @@ def test_trained_directory_loads_with_levels_and_base_space(
     np.testing.assert_array_equal(
         trained.encode_passages(passages), denser.encode_passages(passages)
     )
-    with pytest.raises(ValueError, match="passage-side levels"):
-        trained.encode_passages(passages, level=SMALL)
+    # passage-side levels (cheap indexing) run the trained sub-network, not the base model
+    cheap = trained.encode_passages(passages, level=SMALL)
+    np.testing.assert_allclose(np.linalg.norm(cheap, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(cheap, denser.encode_passages(passages))
+    with pytest.raises(ValueError, match="not offered"):
+        trained.encode_passages(passages, level="L3")
+
+
+def test_a_cheap_passage_level_index_is_marked_and_never_resumed_as_full(
+    straight: Path, tmp_path: Path
+) -> None:
+    sample = sample_dataset()
+    trained = ElasticDenser(straight)
+    cheap = api.IndexConfig(
+        corpus=sample.corpus, output=tmp_path / "cheap", level=str(SMALL), progress=False
+    )
+    api.build_index(cheap, encoder=trained)
+    meta = json.loads((tmp_path / "cheap" / "meta.json").read_text())
+    assert meta["level"] == str(SMALL)
+    assert meta["encoder"]["passage_level"] == str(SMALL)
+    assert meta["encoder"]["passage_weights_fingerprint"] == trained.own_fingerprint
+    assert trained.own_fingerprint != trained.fingerprint
+    searcher = DenseSearcher(tmp_path / "cheap", trained)
+    assert searcher.passage_level == str(SMALL)
+    run = searcher.search(read_topics(sample.queries)[:2], k=3)
+    assert all(len(docs) == 3 for docs in run.values())
+    # the same store asked for full-compute vectors refuses instead of mixing the two
+    full = dataclasses.replace(
+        cheap, level="full", output=tmp_path / "full", store=cheap.store_dir()
+    )
+    with pytest.raises(ValueError, match="made differently.*level"):
+        api.build_index(full, encoder=trained)
 
 
 def test_index_of_the_base_model_is_searched_at_every_query_level(

@@ -10,6 +10,16 @@ space of that frozen model at full compute. Such an ``ElasticDenser`` encodes pa
 the frozen model (loaded on first use) and queries with the trained weights, and its
 fingerprint is the passage encoder's, so an index built with the original model is searched
 by every query level of the trained one.
+
+Every encode call also takes a ``dim``: the encoder's own dimension (``None``) or one of its
+learned projections (``elasticir.encoders.projection``; ``dims`` lists what it offers). An
+index built at a dimension is searched at that dimension.
+
+Passage-side levels (cheap indexing) are a second mode: ``encode_passages(texts, level)``
+below ``full`` runs the passages through that sub-network. For a trained query encoder those
+are its own (query-trained) weights rather than the frozen passage encoder, so an index built
+that way records the level and the weights in its ``meta.json`` (``describe(level=...)``) and is
+never taken for a full-compute index.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from elasticir.encoders.loading import (
     read_settings,
     resolve_model_path,
 )
+from elasticir.encoders.projection import Projection, find_projections
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -87,11 +98,40 @@ class ElasticDenser:
         self.passage_encoder_spec: PassageEncoderSpec | None = read_passage_encoder(self.model_path)
         self._passage_side: ElasticDenser | None = None
         self._passage_lock = threading.Lock()
+        self._projections: dict[int, Projection] | None = None
+        self._own_fingerprint: str | None = None
 
     # -- description -----------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The output dimensions offered: the model's own, then its projections, largest first."""
+        return (self.dim, *(d for d in self.projections if d != self.dim))
+
+    @property
+    def projections(self) -> dict[int, Projection]:
+        """The learned projections of this encoder's passage space, by dimension (read once)."""
+        if self._projections is None:
+            self._projections = find_projections(self.model_path, self.fingerprint)
+        return self._projections
+
+    def projection(self, dim: int | None) -> Projection | None:
+        """The projection to ``dim`` dims; ``None`` for the model's own dimension."""
+        if dim is None or int(dim) == self.dim:
+            return None
+        found = self.projections.get(int(dim))
+        if found is None:
+            offered = ", ".join(str(d) for d in self.dims)
+            hint = (
+                "" if len(self.dims) > 1 else "; fit projections with `elasticir train projection`"
+            )
+            raise ValueError(
+                f"{self.model_name} offers no {dim}-d projection (dims: {offered}){hint}"
+            )
+        return found
 
     @property
     def num_layers(self) -> int:
@@ -193,10 +233,19 @@ class ElasticDenser:
 
     # -- encoding --------------------------------------------------------------------------
     def encode_queries(
-        self, texts: Sequence[str], level: Level | str = FULL, batch_size: int | None = None
+        self,
+        texts: Sequence[str],
+        level: Level | str = FULL,
+        batch_size: int | None = None,
+        dim: int | None = None,
     ) -> np.ndarray:
-        """Encode queries at ``level``: returns ``(len(texts), dim)`` float32."""
-        return self._encode(texts, self.query_max_length, self.check_level(level), batch_size)
+        """Encode queries at ``level``: returns ``(len(texts), dim)`` float32.
+
+        ``dim`` picks a learned projection (``dims``); ``None`` is the model's own dimension.
+        """
+        projection = self.projection(dim)
+        vectors = self._encode(texts, self.query_max_length, self.check_level(level), batch_size)
+        return vectors if projection is None else projection.apply(vectors)
 
     def encode_passages(
         self,
@@ -204,30 +253,28 @@ class ElasticDenser:
         level: Level | str = FULL,
         batch_size: int | None = None,
         progress: Callable[[int], None] | None = None,
+        dim: int | None = None,
     ) -> np.ndarray:
         """Encode passages at ``level``: returns ``(len(texts), dim)`` float32.
 
-        ``progress`` is called with the number of texts finished after each batch. A query
-        encoder trained into a frozen passage encoder's space encodes passages with that
-        model at ``full``; any other passage level is an error (passage-side levels are a
-        second, optional mode, not offered by such a checkpoint yet).
+        ``progress`` is called with the number of texts finished after each batch; ``dim``
+        picks a learned projection. A query encoder trained into a frozen passage encoder's
+        space encodes passages with that model at ``full``; at a lower ``level`` (the cheap
+        indexing mode) with its own sub-network of that level.
         """
-        if self.passage_encoder_spec is not None:
-            level = Level(level)
-            if level.resolve(self.num_layers) != FULL.resolve(self.num_layers):
-                raise ValueError(
-                    f"passage level {level} is not offered: {self.model_name}'s passages are "
-                    f"encoded by the frozen passage encoder "
-                    f"{self.passage_encoder_spec.model!r} at full compute (the index space); "
-                    "its levels are query levels (passage-side levels are a second, optional "
-                    "mode, not available for this model)"
-                )
+        projection = self.projection(dim)
+        level = self.check_level(level)
+        if self.passage_encoder_spec is not None and self._is_full(level):
             side = self.passage_encoder()
-            return side._encode(
+            vectors = side._encode(
                 texts, self.passage_max_length, FULL, batch_size or self.batch_size, progress
             )
-        level = self.check_level(level)
-        return self._encode(texts, self.passage_max_length, level, batch_size, progress)
+        else:
+            vectors = self._encode(texts, self.passage_max_length, level, batch_size, progress)
+        return vectors if projection is None else projection.apply(vectors)
+
+    def _is_full(self, level: Level) -> bool:
+        return level.resolve(self.num_layers) == FULL.resolve(self.num_layers)
 
     def _encode(
         self,
@@ -289,16 +336,35 @@ class ElasticDenser:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def describe(self) -> dict[str, object]:
-        """What an index's meta.json records about the encoder that built it."""
+    def describe(self, dim: int | None = None, level: Level | str = FULL) -> dict[str, object]:
+        """What an index's meta.json records about the encoder that built it.
+
+        ``dim`` adds the projection (its fingerprint); a passage ``level`` below full adds
+        ``passage_level`` and the fingerprint of the weights that ran it.
+        """
+        projection = self.projection(dim)
         described: dict[str, object] = {
             "model": self.model_name,
             "model_fingerprint": self.fingerprint,
             "pooling": self.settings.pooling,
             "normalize": self.settings.normalize,
             "passage_max_length": self.passage_max_length,
-            "dim": self.dim,
+            "dim": self.dim if projection is None else projection.dim,
         }
         if self.passage_encoder_spec is not None:
             described["passage_encoder"] = self.passage_encoder_spec.model
+        if projection is not None:
+            described["projection"] = projection.describe()
+        level = Level(level)
+        if not self._is_full(level):
+            described["passage_level"] = str(level)
+            described["passage_weights_fingerprint"] = self.own_fingerprint
         return described
+
+    @property
+    def own_fingerprint(self) -> str:
+        """The fingerprint of this checkpoint's own weights (differs from ``fingerprint`` for
+        a query encoder trained into another model's passage space)."""
+        if self._own_fingerprint is None:
+            self._own_fingerprint = model_fingerprint(self.model_path, self.settings)
+        return self._own_fingerprint

@@ -53,7 +53,10 @@ __all__ = [
     "compute_importance",
     "default_levels",
     "elastic_forward",
+    "embed",
     "flops_ratio",
+    "layer_flops",
+    "layer_step",
     "level_flops",
     "make_elastic",
     "reorder_",
@@ -61,10 +64,14 @@ __all__ = [
 ]
 
 DEFAULT_LEVELS: tuple[Level, ...] = tuple(
-    Level(spec) for spec in ("full", "L6-W75", "L4", "L4-W75", "L3-W50", "L2-W50")
+    Level(spec) for spec in ("full", "L6-W75", "L4", "L6-W50", "L3-W50", "L2-W50")
 )
 """The menu for a 6-layer encoder such as all-MiniLM-L6-v2; FLOPs ratios (32 tokens):
-1.0, 0.75, 0.667, 0.5, 0.25, 0.167. ``default_levels(config)`` derives it for any depth."""
+1.0, 0.75, 0.667, 0.5, 0.25, 0.167. ``default_levels(config)`` derives it for any depth.
+
+The 50% level keeps every layer at half width rather than fewer layers at 3/4 width: on
+DL19, plain truncation of all-MiniLM-L6-v2 gives nDCG@10 0.523 at L6-W50 against 0.282 at
+L4-W75 (same FLOPs), so elastic training starts much closer to the full model there."""
 
 
 # --------------------------------------------------------------------------- sub-networks
@@ -125,7 +132,8 @@ def flops_ratio(config: Any, level: Level | str, seq_len: int = 32) -> float:
 def default_levels(config: Any, seq_len: int = 32) -> tuple[Level, ...]:
     """A menu of levels for a model of this config, ``full`` first, cheapest last.
 
-    Depths about 2/3, 1/2 and 1/3 of the model's, widths 100/75/50: for 6 layers this is
+    Full depth at widths 75 and 50, then depths about 2/3, 1/2 and 1/3 of the model's (the
+    last two at width 50): for 6 layers this is
     :data:`DEFAULT_LEVELS`. The menu always has a level at <= 50% and one at <= 20% of full
     FLOPs (narrower one-layer levels are added for very shallow models).
     """
@@ -135,7 +143,7 @@ def default_levels(config: Any, seq_len: int = 32) -> tuple[Level, ...]:
         FULL,
         Level(depth=layers, width=75),
         Level(depth=two_thirds),
-        Level(depth=two_thirds, width=75),
+        Level(depth=layers, width=50),
         Level(depth=half, width=50),
         Level(depth=third, width=50),
     ]
@@ -494,3 +502,55 @@ def make_elastic(
         json.dump(manifest, fh, indent=2)
         fh.write("\n")
     return out
+
+
+# --------------------------------------------------------------------------- layer by layer
+
+
+def embed(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The embedding output ``(batch, tokens, hidden)``: the input of layer 0.
+
+    With :func:`layer_step` this runs a sub-network one layer at a time; ``embed`` followed by
+    ``layer_step`` for ``i = 0 .. depth - 1`` computes exactly :func:`elastic_forward`.
+    """
+    base = _backbone(model)
+    return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+
+def layer_step(
+    model: torch.nn.Module,
+    index: int,
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    level: Level | str = FULL,
+) -> torch.Tensor:
+    """Run layer ``index`` (0-based) of ``model`` at ``level``'s width on ``hidden``.
+
+    ``attention_mask`` is ``(batch, tokens)``, nonzero where a token takes part. The width
+    (heads and FFN neurons kept) is ``level``'s; ``index`` must lie inside its depth. Like
+    :func:`elastic_forward`, a pure function of its inputs and the weights: callers may drop
+    rows (``index_select``) or trailing padding columns between steps, which is how a
+    multi-exit model stops computing for inputs that have already exited.
+    """
+    base = _backbone(model)
+    config = base.config
+    sub = sub_network(config, level)
+    if not 0 <= index < sub.depth:
+        raise ValueError(f"layer {index} is outside level {Level(level)} (depth {sub.depth})")
+    keep = attention_mask.to(torch.bool)[:, None, None, :]
+    layer = base.encoder.layer[index]
+    return _layer_forward(layer, hidden, keep, sub.heads, sub.neurons, _head_dim(config))
+
+
+def layer_flops(config: Any, level: Level | str, seq_len: int = 32) -> int:
+    """FLOPs of one ``seq_len``-token sequence through ONE layer at ``level``'s width.
+
+    ``level_flops(config, level, t) == depth * layer_flops(config, level, t)``: every layer of
+    a level costs the same, which is what per-input early exit adds up layer by layer.
+    """
+    width = Level(level).width
+    return level_flops(config, Level(depth=1, width=width), seq_len)

@@ -37,7 +37,7 @@ class IndexSpec:
     ef_search: int = 128
     nlist: int | None = None  # IVF cells; None: 4*sqrt(n), at most n/39 (FAISS's training rule)
     nprobe: int = 32
-    pq_m: int = 48  # PQ sub-quantizers; must divide dim (384 -> 48 x 8 dims)
+    pq_m: int | None = None  # PQ sub-quantizers, must divide dim; None: dim / 8 (384 -> 48)
     pq_bits: int = 8
 
     def __post_init__(self) -> None:
@@ -145,8 +145,9 @@ def _make_index(spec: IndexSpec, vectors: np.ndarray, dim: int) -> tuple[Any, di
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = spec.ef_construction
         return index, {}
-    if dim % spec.pq_m:
-        raise ValueError(f"pq_m={spec.pq_m} must divide the dimension {dim}")
+    pq_m = spec.pq_m or max(1, dim // 8)
+    if dim % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}")
     n = len(vectors)
     if n < 2**spec.pq_bits:
         raise ValueError(
@@ -157,9 +158,9 @@ def _make_index(spec: IndexSpec, vectors: np.ndarray, dim: int) -> tuple[Any, di
     # "np": no polysemous training. index_factory turns it on for 8-bit PQ, and it costs minutes
     # per build (annealing a code permutation per sub-quantizer) for Hamming-filtered search,
     # which is never used here; it only relabels codes, so search results are the same.
-    factory = f"IVF{nlist},PQ{spec.pq_m}x{spec.pq_bits}np"
+    factory = f"IVF{nlist},PQ{pq_m}x{spec.pq_bits}np"
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    return index, {"nlist": nlist}
+    return index, {"nlist": nlist, "pq_m": pq_m}
 
 
 def _training_sample(vectors: np.ndarray, nlist: int) -> np.ndarray:

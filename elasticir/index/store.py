@@ -130,22 +130,27 @@ def encode_corpus(
     shard: tuple[int, int] = (0, 1),
     batch_size: int | None = None,
     progress: bool = True,
+    dim: int | None = None,
 ) -> EncodeReport:
     """Encode every passage of ``corpus`` into the store at ``store_dir``; resumable.
 
+    ``dim`` stores the vectors through the encoder's learned projection to that many
+    dimensions (the store, and any index built from it, shrink by the same factor); a
+    ``level`` below full is the cheap-indexing mode, recorded in ``meta.json``.
     Raises ``ValueError`` when the directory already holds a store made with another
-    encoder, level, shard size or corpus (use a new directory for those).
+    encoder, level, dimension, shard size or corpus (use a new directory for those).
     """
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
     level = encoder.check_level(level)
+    encoder.projection(dim)  # an unknown dimension fails before anything is written
     store_dir = Path(store_dir)
     created = not store_dir.exists()
     store_dir.mkdir(parents=True, exist_ok=True)
     try:
         return _encode_into(
-            corpus, store_dir, encoder, level, shard_size, index, count, batch_size, progress
+            corpus, store_dir, encoder, level, dim, shard_size, (index, count), batch_size, progress
         )
     except BaseException:
         # A run that fails before finishing any shard (a corpus that does not parse, a level
@@ -160,20 +165,22 @@ def _encode_into(
     store_dir: Path,
     encoder: ElasticDenser,
     level: Level,
+    dim: int | None,
     shard_size: int,
-    index: int,
-    count: int,
+    shard: tuple[int, int],
     batch_size: int | None,
     progress: bool,
 ) -> EncodeReport:
+    index, count = shard
     _remove_stale_leftovers(store_dir)
+    described = encoder.describe(dim=dim, level=level)
     meta = {
         "format": STORE_FORMAT,
         "version": 1,
         "side": "passage",
-        "encoder": encoder.describe(),
+        "encoder": described,
         "level": str(level),
-        "dim": encoder.dim,
+        "dim": described["dim"],
         "dtype": "float32",
         "shard_size": shard_size,
         "corpus": str(Path(corpus).resolve()),
@@ -195,6 +202,7 @@ def _encode_into(
                 level=level,
                 batch_size=batch_size,
                 progress=advance,
+                dim=dim,
             )
             _write_shard(target, [p.doc_id for p in passages], vectors)
             encoded += len(passages)

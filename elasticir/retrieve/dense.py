@@ -35,6 +35,16 @@ class DenseSearcher:
         self.encoder = encoder or ElasticDenser(built_with["model"])
         check_compatible(self.encoder, self.index)
 
+    @property
+    def dim(self) -> int:
+        """The index's dimension: queries are projected to it when it is a projection's."""
+        return int(self.index.meta["dim"])
+
+    @property
+    def passage_level(self) -> str:
+        """The level the passages were encoded at: ``full``, or a cheap-indexing level."""
+        return str(self.index.meta.get("level", "full"))
+
     def search(
         self,
         queries: Sequence[Query],
@@ -44,7 +54,7 @@ class DenseSearcher:
     ) -> Run:
         """Top-``k`` passages per query; every query appears in the run."""
         vectors = self.encoder.encode_queries(
-            [q.text for q in queries], level=level, batch_size=batch_size
+            [q.text for q in queries], level=level, batch_size=batch_size, dim=self.dim
         )
         return self.search_vectors([q.query_id for q in queries], vectors, k)
 
@@ -68,8 +78,18 @@ def check_compatible(encoder: ElasticDenser, index: LoadedIndex) -> None:
             f"{encoder.model_name!r} (fingerprint {encoder.fingerprint}); search with the same "
             "model, or rebuild the index with this one"
         )
-    if int(index.meta["dim"]) != encoder.dim:
+    dim = int(index.meta["dim"])
+    if dim not in encoder.dims:
         raise EncoderMismatchError(
-            f"{index.path}: index vectors have {index.meta['dim']} dims, the encoder gives "
-            f"{encoder.dim}"
+            f"{index.path}: index vectors have {dim} dims; {encoder.model_name} gives "
+            f"{', '.join(str(d) for d in encoder.dims)} (its own dimension and its projections)"
+        )
+    built = (built_with.get("projection") or {}).get("fingerprint")
+    projection = encoder.projection(dim)
+    ours = None if projection is None else projection.fingerprint
+    if built != ours:
+        raise EncoderMismatchError(
+            f"{index.path}: the index was built with projection {built} to {dim} dims, the "
+            f"query encoder has {ours}; search with the projections the index was built "
+            "with, or rebuild it"
         )

@@ -1,0 +1,246 @@
+"""Fitting the learned projections of a passage space (``elasticir train projection``).
+
+For each target dimension ``d`` one matrix ``W`` ``(d, D)`` is fitted so that ranking with
+``normalize(W q) . normalize(W p)`` keeps the full model's ranking with ``q . p``:
+
+* start from PCA (the top ``d`` eigenvectors of the second-moment matrix of the teacher's
+  query and passage vectors), the best linear map for reconstruction;
+* then minimise ``KL(teacher || projected)`` of the softmax over ``score / tau``, per query,
+  over its own mined top-k pool passages and every other batch query's (in-batch negatives):
+  the same listwise objective the elastic query encoder is trained with.
+
+The data are the teacher vectors ``elasticir train denser`` uses (the unlabelled training
+queries and the passage pool, see :func:`elasticir.train.denser.prepare_distillation`), read
+from the same cache. One query in twenty is held out: the file records, for PCA and for the
+fitted matrix, how many of the full model's top 10 (among the held-out query's candidates)
+the projection keeps.
+
+Seeded: the same config gives the same matrices on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from elasticir.encoders.projection import write_projections
+from elasticir.progress import progress_bar
+
+__all__ = ["ProjectionTrainConfig", "fit_projection", "train_projection"]
+
+
+def default_cache() -> Path:
+    import os
+
+    return Path(os.environ.get("ELASTICIR_CACHE", Path.home() / ".cache" / "elasticir"))
+
+
+@dataclass(frozen=True)
+class ProjectionTrainConfig:
+    """What decides a projections file. ``output`` is the file written; ``base_model`` the
+    passage space (None: all-MiniLM-L6-v2); ``cache`` where teacher vectors are kept (shared
+    with ``elasticir train denser`` when it points at the same folder)."""
+
+    output: Path
+    base_model: str | None = None
+    dims: tuple[int, ...] = (256, 128, 64)
+    data_root: Path | None = None
+    cache: Path | None = None
+    seed: int = 13
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 2e-3
+    temperature: float = 0.05
+    candidates: int = 32
+    passage_pool_size: int | None = 20000
+    max_queries: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        for name in ("data_root", "cache"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else Path(value))
+        dims = tuple(sorted({int(d) for d in self.dims}, reverse=True))
+        if not dims or min(dims) < 1:
+            raise ValueError(f"dims must be positive integers, got {self.dims!r}")
+        object.__setattr__(self, "dims", dims)
+        for name in ("steps", "batch_size", "candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or not self.temperature > 0:
+            raise ValueError("lr and temperature must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            out[item.name] = str(value) if isinstance(value, Path) else value
+        out["dims"] = list(self.dims)
+        return out
+
+
+def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Path:
+    """Fit one matrix per ``config.dims`` and write the projections file; returns its path."""
+    from elasticir.train.denser import DenserTrainConfig, _threads, prepare_distillation
+
+    data = DenserTrainConfig(
+        output=config.output.parent,
+        base_model=config.base_model,
+        data_root=config.data_root,
+        seed=config.seed,
+        candidates=config.candidates,
+        passage_pool_size=config.passage_pool_size,
+        max_queries=config.max_queries,
+        threads=config.threads,
+        device="cpu",
+        cache=config.cache if config.cache is not None else default_cache(),
+    )
+    with _threads(config.threads):
+        distillation = prepare_distillation(data, progress)
+        for dim in config.dims:
+            if dim > distillation.passages.shape[1]:
+                raise ValueError(
+                    f"cannot project {distillation.passages.shape[1]}-d vectors up to {dim} dims"
+                )
+        queries = distillation.teacher_queries.cpu()
+        passages = distillation.passages.cpu()
+        started = time.perf_counter()
+        matrices, report = {}, {}
+        for dim in config.dims:
+            matrix, info = fit_projection(
+                queries,
+                passages,
+                distillation.candidates,
+                dim,
+                steps=config.steps,
+                batch_size=config.batch_size,
+                lr=config.lr,
+                temperature=config.temperature,
+                seed=config.seed,
+                normalize=distillation.settings.normalize,
+                progress=progress,
+            )
+            matrices[dim] = matrix
+            report[str(dim)] = info
+    training = {
+        "method": "PCA init + listwise KL to the full-dimension scores",
+        "config": config.to_dict(),
+        "data": distillation.data,
+        "fits": report,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return write_projections(
+        config.output,
+        matrices,
+        space_fingerprint=distillation.teacher_fingerprint,
+        normalize=distillation.settings.normalize,
+        training=training,
+    )
+
+
+def fit_projection(
+    queries: torch.Tensor,
+    passages: torch.Tensor,
+    candidates: np.ndarray,
+    dim: int,
+    *,
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    temperature: float = 0.05,
+    seed: int = 13,
+    normalize: bool = True,
+    holdout: int = 20,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit ``W`` ``(dim, D)`` for teacher vectors ``queries`` ``(n, D)``, ``passages``
+    ``(m, D)`` and each query's candidate pool rows ``candidates`` ``(n, k)``.
+
+    Every ``holdout``-th query (in a seeded order) is kept out of the fit and used to report
+    top-10 agreement with the full scores, for the PCA start and for the result.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng([seed, 211, dim])
+    order = rng.permutation(len(queries))
+    held = np.sort(order[::holdout])
+    train = np.setdiff1d(order, held)
+    if len(train) == 0:
+        raise ValueError("too few queries to fit a projection (all would be held out)")
+    cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
+
+    moments = torch.cat([queries, passages]).double()
+    eigvals, eigvecs = torch.linalg.eigh(moments.T @ moments)
+    start = eigvecs[:, torch.argsort(eigvals, descending=True)[:dim]].T.float().contiguous()
+    weight = torch.nn.Parameter(start.clone())
+    optimizer = torch.optim.Adam([weight], lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+
+    def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        y = x @ w.T
+        return F.normalize(y, dim=-1) if normalize else y
+
+    def loss_of(rows: np.ndarray, w: torch.Tensor) -> torch.Tensor:
+        index = torch.from_numpy(rows)
+        pool = passages[torch.unique(cand[index])]
+        q = queries[index]
+        teacher = F.log_softmax(q @ pool.T / temperature, dim=-1)
+        student = F.log_softmax(project(q, w) @ project(pool, w).T / temperature, dim=-1)
+        return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+    before = _agreement(queries, passages, cand, held, start, project)
+    losses = []
+    with progress_bar(progress, steps, f"projection to {dim} dims") as advance:
+        for _ in range(steps):
+            picks = torch.randint(len(train), (min(batch_size, len(train)),), generator=generator)
+            loss = loss_of(train[picks.numpy()], weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            advance(1, status=f"kl {loss.item():.4f}")
+    with torch.no_grad():
+        after = _agreement(queries, passages, cand, held, weight.detach(), project)
+        held_kl = float(
+            np.mean([loss_of(held[i : i + 256], weight).item() for i in range(0, len(held), 256)])
+        )
+        pca_kl = float(
+            np.mean([loss_of(held[i : i + 256], start).item() for i in range(0, len(held), 256)])
+        )
+    info = {
+        "steps": steps,
+        "train_queries": int(len(train)),
+        "heldout_queries": int(len(held)),
+        "heldout_top10_kept_pca": round(before, 4),
+        "heldout_top10_kept": round(after, 4),
+        "heldout_kl_pca": round(pca_kl, 4),
+        "heldout_kl": round(held_kl, 4),
+        "final_train_kl": round(float(np.mean(losses[-50:])), 4),
+    }
+    return weight.detach().numpy().copy(), info
+
+
+def _agreement(queries, passages, cand, rows, weight, project) -> float:
+    """Mean share of the full scores' top 10 (within each query's candidates) kept."""
+    kept = []
+    with torch.no_grad():
+        for i in range(0, len(rows), 512):
+            index = torch.from_numpy(rows[i : i + 512])
+            pool = cand[index]  # (b, k)
+            q, p = queries[index], passages[pool]  # (b, D), (b, k, D)
+            full = torch.einsum("bd,bkd->bk", q, p)
+            small = torch.einsum("bd,bkd->bk", project(q, weight), project(p, weight))
+            top = min(10, pool.shape[1])
+            a, b = full.topk(top).indices, small.topk(top).indices
+            for x, y in zip(a.tolist(), b.tolist()):
+                kept.append(len(set(x) & set(y)) / top)
+    return float(np.mean(kept)) if kept else float("nan")

@@ -1,0 +1,190 @@
+"""Learned projections: the file format, fitting, and indexes that store projected vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from elasticir.cli.app import app
+from typer.testing import CliRunner
+
+from elasticir import api
+from elasticir.data import read_topics, sample_dataset
+from elasticir.data.errors import InputFormatError
+from elasticir.encoders.denser import ElasticDenser
+from elasticir.encoders.projection import (
+    PROJECTIONS_FILE,
+    Projection,
+    read_projections,
+    shipped_projections_path,
+    write_projections,
+)
+from elasticir.index.store import EmbeddingStore
+from elasticir.retrieve.dense import DenseSearcher, EncoderMismatchError
+from elasticir.train.projection import fit_projection
+
+
+def test_projection_applies_normalises_and_fingerprints() -> None:
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((8, 32)).astype(np.float32)
+    projection = Projection(matrix, normalize=True)
+    vectors = rng.standard_normal((5, 32)).astype(np.float32)
+    out = projection.apply(vectors)
+    assert out.shape == (5, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    expected = vectors @ matrix.T
+    np.testing.assert_allclose(
+        out, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-5
+    )
+    assert Projection(matrix.copy(), True).fingerprint == projection.fingerprint
+    assert Projection(matrix, False).fingerprint != projection.fingerprint
+    with pytest.raises(ValueError, match=r"takes \(n, 32\)"):
+        projection.apply(vectors[:, :16])
+    with pytest.raises(ValueError, match="dim <= in_dim"):
+        Projection(matrix.T, True)
+    assert not projection.matrix.flags.writeable  # shared by threads
+
+
+def test_projections_file_round_trips_and_names_its_space(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    matrices = {4: rng.standard_normal((4, 12)), 8: rng.standard_normal((8, 12))}
+    path = write_projections(
+        tmp_path / "p.safetensors",
+        matrices,
+        space_fingerprint="abc",
+        normalize=True,
+        training={"x": 1},
+    )
+    read = read_projections(path, "abc")
+    assert list(read) == [8, 4]  # largest first
+    np.testing.assert_array_equal(read[4].matrix, matrices[4].astype(np.float32))
+    with pytest.raises(ValueError, match="fitted to the passage space abc"):
+        read_projections(path, "other")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputFormatError, match="broken.safetensors"):
+        read_projections(broken)
+
+
+def test_fitting_keeps_the_ranking_better_than_pca() -> None:
+    """Vectors whose ranking lives in directions PCA does not favour: the fit must find them."""
+    generator = torch.Generator().manual_seed(0)
+    dim_in, n_q, n_p = 24, 600, 800
+    # large-variance nuisance directions 0..7, small-variance directions 8..11 that rank
+    scale = torch.ones(dim_in) * 0.05
+    scale[:8] = 1.0
+    scale[8:12] = 0.6
+    passages = torch.nn.functional.normalize(
+        torch.randn(n_p, dim_in, generator=generator) * scale, dim=-1
+    )
+    queries = torch.zeros(n_q, dim_in)
+    queries[:, 8:12] = torch.randn(n_q, 4, generator=generator)
+    queries = torch.nn.functional.normalize(
+        queries + 0.01 * torch.randn(n_q, dim_in, generator=generator), dim=-1
+    )
+    candidates = (queries @ passages.T).topk(16).indices.numpy()
+    _, info = fit_projection(queries, passages, candidates, 8, steps=300, batch_size=64, lr=1e-2)
+    print(info)
+    assert info["heldout_kl"] < info["heldout_kl_pca"]
+    assert info["heldout_top10_kept"] > info["heldout_top10_kept_pca"]
+
+
+def test_default_model_ships_projections(denser: ElasticDenser) -> None:
+    assert shipped_projections_path(denser.fingerprint).is_file()
+    assert denser.dims == (384, 256, 128, 64)
+    texts = ["who wrote the origin of species", "Charles Darwin published it in 1859."]
+    for dim in (256, 128, 64):
+        queries = denser.encode_queries(texts, dim=dim)
+        passages = denser.encode_passages(texts, dim=dim)
+        assert queries.shape == passages.shape == (2, dim)
+        np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+        # a projection of the full vectors, not another encoder
+        np.testing.assert_allclose(
+            queries, denser.projection(dim).apply(denser.encode_queries(texts)), atol=1e-6
+        )
+    assert denser.projection(None) is None and denser.projection(384) is None
+    with pytest.raises(ValueError, match=r"no 100-d projection \(dims: 384, 256, 128, 64\)"):
+        denser.encode_queries(texts, dim=100)
+
+
+def test_projected_index_shrinks_and_is_searched_with_projected_queries(
+    denser: ElasticDenser, tmp_path: Path
+) -> None:
+    sample = sample_dataset()
+    queries = read_topics(sample.queries)
+    runs, sizes = {}, {}
+    for dim in (None, 128):
+        out = tmp_path / f"index-{dim}"
+        api.build_index(
+            api.IndexConfig(sample.corpus, out, dim=dim, progress=False), encoder=denser
+        )
+        meta = json.loads((out / "meta.json").read_text())
+        sizes[dim] = meta["bytes_per_passage"]
+        store = json.loads((tmp_path / f"index-{dim}.embeddings" / "meta.json").read_text())
+        assert meta["dim"] == store["dim"] == (dim or 384)
+        if dim:
+            assert (
+                meta["encoder"]["projection"]["fingerprint"] == denser.projection(128).fingerprint
+            )
+        searcher = DenseSearcher(out, denser)
+        assert searcher.dim == (dim or 384)
+        runs[dim] = searcher.search(queries, k=3)
+    # 384 -> 128 dims: a third of the bytes, in the embedding cache and in the index
+    cached = {d: EmbeddingStore(tmp_path / f"index-{d}.embeddings").load()[1].nbytes for d in runs}
+    assert cached[128] * 3 == cached[None]
+    assert sizes[128] == pytest.approx(sizes[None] / 3, abs=2)  # a small fixed header
+    top1 = [max(runs[d][q.query_id], key=runs[d][q.query_id].get) for d in runs for q in queries]
+    agree = np.mean(np.array(top1[: len(queries)]) == np.array(top1[len(queries) :]))
+    assert agree >= 0.8  # the projection keeps (most of) the ranking
+
+
+def test_index_refuses_a_query_encoder_with_other_projections(
+    denser: ElasticDenser, tmp_path: Path
+) -> None:
+    sample = sample_dataset()
+    out = tmp_path / "index-128"
+    api.build_index(api.IndexConfig(sample.corpus, out, dim=128, progress=False), encoder=denser)
+    # a copy of the model (same passage space) with projections of its own in its folder
+    copy = tmp_path / "model"
+    shutil.copytree(denser.model_path, copy)
+    rng = np.random.default_rng(2)
+    write_projections(
+        copy / PROJECTIONS_FILE,
+        {128: rng.standard_normal((128, 384))},
+        space_fingerprint=denser.fingerprint,
+        normalize=True,
+        training={},
+    )
+    other = ElasticDenser(copy)
+    assert other.fingerprint == denser.fingerprint and other.dims == (384, 128)
+    with pytest.raises(EncoderMismatchError, match="projection"):
+        DenseSearcher(out, other)
+    no_such_dim = tmp_path / "index-256"
+    api.build_index(
+        api.IndexConfig(sample.corpus, no_such_dim, dim=256, progress=False), encoder=denser
+    )
+    with pytest.raises(EncoderMismatchError, match="256 dims"):
+        DenseSearcher(no_such_dim, other)
+
+
+def test_cli_index_dim_and_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sample = sample_dataset()
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", str(sample.corpus), "--dim", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    index = Path("indexes") / "corpus-flat-d64"
+    assert json.loads((index / "meta.json").read_text())["dim"] == 64
+    result = runner.invoke(
+        app, ["search", "-i", str(index), "--topics", str(sample.queries), "-k", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = Path(result.output.split("run: ")[1].split(" (")[0]).read_text().splitlines()
+    assert len(lines) == 5 * len(read_topics(sample.queries))
+    bad = runner.invoke(app, ["index", str(sample.corpus), "--dim", "100", "-o", "x", "-q"])
+    assert bad.exit_code == 2 and "no 100-d projection" in bad.output
+    assert not Path("x.embeddings").exists()  # nothing half-made
