@@ -60,8 +60,16 @@ def main() -> None:
     parser.add_argument("--speed-rounds", type=int, default=5)
     parser.add_argument("--only-speed", action="store_true")
     parser.add_argument("--no-cheap-index", action="store_true", help="Skip the passage-level row")
+    parser.add_argument(
+        "--only-baselines",
+        action="store_true",
+        help="Compute (and keep) the baselines' scores only, e.g. while the model trains",
+    )
     args = parser.parse_args()
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
+    if args.only_baselines:
+        quality(None, dl, nq, args)
+        return
     elastic = ElasticDenser(args.model)
     speed_queries = _speed_queries(dl, nq, args.speed_queries)
     if args.only_speed:
@@ -110,9 +118,10 @@ class Corpus:
         }
 
 
-def quality(elastic: ElasticDenser, dl, nq, args) -> dict:
+def quality(elastic: ElasticDenser | None, dl, nq, args) -> dict:
+    """Every quality number; with ``elastic=None`` only the baselines (kept for a rerun)."""
     base = ElasticDenser()
-    if elastic.fingerprint != base.fingerprint:
+    if elastic is not None and elastic.fingerprint != base.fingerprint:
         raise SystemExit(f"{args.model} is not trained into the base model's passage space")
     log("passage vectors of the base model (cached, resumable)")
     stores = {name: encode(base, ds.corpus, name) for name, ds in (("dl19", dl), ("nq", nq))}
@@ -129,7 +138,17 @@ def quality(elastic: ElasticDenser, dl, nq, args) -> dict:
         texts.update(passage_texts(load_passages(path).values()))
 
     def scores(encoder: ElasticDenser, level, dims=DIMS, space: ElasticDenser = base) -> dict:
-        """Both datasets' metrics for one query encoder at one level, per dimension."""
+        """Both datasets' metrics for one query encoder at one level, per dimension.
+
+        Kept in indexes/bench/denser-scores/ by the query weights' fingerprint, the level and
+        the projections, so a rerun (say, once another model is trained) reuses them."""
+        projections = "-".join(
+            str(d) if space.projection(d) is None else space.projection(d).fingerprint for d in dims
+        )
+        key = f"{encoder.own_fingerprint}-{level}-{projections}"
+        memo = WORK / "denser-scores" / f"{key}.json"
+        if memo.is_file():
+            return json.loads(memo.read_text())
         out = {}
         dq = encoder.encode_queries([q.text for q in dl_queries], level=level)
         nv = encoder.encode_queries([q.text for q in nq_queries], level=level)
@@ -140,12 +159,14 @@ def quality(elastic: ElasticDenser, dl, nq, args) -> dict:
             accuracy = answer_accuracy(run, qas, texts, ks=(1, 5, 20), topics=nq_queries)
             row["nq+dl19"] = {**accuracy, **evaluate(run, nq_qrels, NQ_MEASURES)}
             out[str(dim)] = row
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(out))
         return out
 
     report: dict = {"levels": {}, "baselines": {}}
     log("base model (untrained), full compute, every dimension")
     report["baselines"]["base model, full"] = {"level": "full", "scores": scores(base, "full")}
-    for level in elastic.levels:
+    for level in elastic.levels if elastic is not None else ():
         log(f"elastic model at {level}")
         report["levels"][str(level)] = {
             "flops_ratio": round(elastic.flops_ratio(level), 4),
@@ -168,7 +189,7 @@ def quality(elastic: ElasticDenser, dl, nq, args) -> dict:
             "model": path,
             "scores": scores(ElasticDenser(path), level, dims=(384, 128)),
         }
-    if not args.no_cheap_index:
+    if not args.no_cheap_index and elastic is not None:
         report["cheap_index"] = cheap_index(elastic, dl, dl_queries, qrels)
     return report
 
@@ -191,8 +212,9 @@ def cheap_index(elastic: ElasticDenser, dl, queries, qrels) -> dict:
     return out
 
 
-def _plain_truncation(elastic: ElasticDenser) -> ElasticDenser:
-    """The pretrained model reordered by importance on the same kind of queries, untrained."""
+def _plain_truncation(elastic: ElasticDenser | None) -> ElasticDenser:
+    """The pretrained model reordered by importance on the same kind of queries, untrained,
+    offering the elastic model's menu (the default menu when there is none yet)."""
     from elasticir.data.datasets import data_root
     from elasticir.train.data import training_text
 
@@ -200,7 +222,8 @@ def _plain_truncation(elastic: ElasticDenser) -> ElasticDenser:
     if not (path / "elasticir.json").is_file():
         queries = training_text(data_root()).queries
         sample = random.Random(13).sample(queries, 512)
-        make_elastic(None, path, sample, levels=[str(lv) for lv in elastic.levels], max_length=32)
+        levels = None if elastic is None else [str(lv) for lv in elastic.levels]
+        make_elastic(None, path, sample, levels=levels, max_length=32)
     return ElasticDenser(path)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import typer
+from elasticir.cli import calibrate, fuse, index, quickstart, rerank, search, train
 from elasticir.cli import eval as eval_command
-from elasticir.cli import fuse, index, quickstart, rerank, search, train
 
 app = typer.Typer(
     name="elasticir",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("index")(index.main)
 app.command("search")(search.main)
 app.command("rerank")(rerank.main)
+app.command("calibrate")(calibrate.main)
 app.command("eval")(eval_command.main)
 app.command("fuse")(fuse.main)
 app.command("quickstart")(quickstart.main)

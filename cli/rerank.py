@@ -44,6 +44,11 @@ def main(
         "or skip (counted and reported; skipped documents stay below the rescored ones)",
     ),
     batch_size: int = typer.Option(32, help="Pairs per model batch"),
+    token_cache: Path = typer.Option(
+        None,
+        help="DiPair passage-token cache folder; built from --corpus when missing "
+        "(resumable) [default: encode passages on the fly]",
+    ),
     tag: str = typer.Option(None, help="Run tag [default: the last stage's kind]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
 ) -> None:
@@ -70,6 +75,7 @@ def main(
             depth=depth,
             on_missing=on_missing,
             batch_size=batch_size,
+            token_cache=token_cache,
             progress=not quiet,
         )
     )

@@ -202,3 +202,161 @@ def projection(
     )
     path = api.train_projection(settings, progress=not quiet)
     typer.echo(f"projections: {path}")
+
+
+@app.command("dipair")
+@reports_errors
+def dipair(
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="JSON file of training settings (the field names of DiPairTrainConfig, any "
+        "subset); the flags below override it",
+        exists=True,
+        dir_okay=False,
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="DiPair model directory to write; here or in --config"
+    ),
+    model: str = typer.Option(
+        None, help="Encoder the head reads token outputs of (default: all-MiniLM-L6-v2)"
+    ),
+    data: Path = typer.Option(
+        None, help="Data folder with train/ (default: $ELASTICIR_DATA or ../shared/data)"
+    ),
+    teacher: str = typer.Option(
+        None,
+        help="ElasticRanker model directory whose scores the head is distilled from (a "
+        "cross-encoder teacher, scored once and cached)",
+    ),
+    teacher_scores: Path = typer.Option(
+        None, help="Or a file of teacher scores (JSONL query/passage/score, or a TREC run)"
+    ),
+    stage1_steps: int = typer.Option(None, help="Head-only steps, encoder frozen (2000)"),
+    stage2_steps: int = typer.Option(None, help="End-to-end steps (50)"),
+    k: int = typer.Option(None, help="Passage tokens kept (32)"),
+    query_tokens: int = typer.Option(None, help="Query tokens kept (16)"),
+    dim: int = typer.Option(None, help="Projected token dimension (64)"),
+    layers: int = typer.Option(None, help="Head Transformer layers (2)"),
+    heads: int = typer.Option(None, help="Head attention heads (4)"),
+    seed: int = typer.Option(None, help="Seed of every random choice (13)"),
+    threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+) -> None:
+    """Train the DiPair head: projections + a small Transformer over cached passage tokens.
+
+    Stage 1 trains the head with the encoder frozen (its token outputs computed once),
+    stage 2 end to end; listwise CE on labels plus KL toward the teacher's scores (the
+    --teacher cross-encoder, a --teacher-scores file, or the training files' own teacher
+    scores). Seeded and resumable: rerun the same command after a kill.
+    """
+    from dataclasses import replace
+
+    from elasticir.train.dipair import DiPairTrainConfig, train_dipair
+
+    overrides = {
+        "output": output,
+        "base_model": model,
+        "data_root": data,
+        "teacher_scores": teacher_scores,
+        "stage1_steps": stage1_steps,
+        "stage2_steps": stage2_steps,
+        "k": k,
+        "query_tokens": query_tokens,
+        "dim": dim,
+        "layers": layers,
+        "heads": heads,
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+    }
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if config is not None:
+        settings = replace(DiPairTrainConfig.from_json(config), **given)
+    elif "output" not in given:
+        raise ValueError("say where to write the model: --output DIR (or output in --config)")
+    else:
+        settings = DiPairTrainConfig(**given)  # type: ignore[arg-type]
+    scorer = None
+    if teacher is not None:
+        from elasticir.rerank.factory import ranker_teacher
+
+        scorer = ranker_teacher(teacher)
+    path = train_dipair(settings, progress=not quiet, teacher=scorer)
+    typer.echo(f"model: {path}")
+
+
+@app.command("ranker")
+@reports_errors
+def ranker(
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="JSON file of training settings (the field names of RankerTrainConfig, any "
+        "subset); the flags below override it",
+        exists=True,
+        dir_okay=False,
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Ranker model directory to write; here or in --config"
+    ),
+    model: str = typer.Option(
+        None, help="Encoder to start from (default: all-MiniLM-L6-v2, heads reordered)"
+    ),
+    data: Path = typer.Option(
+        None, help="Data folder with train/ (default: $ELASTICIR_DATA or ../shared/data)"
+    ),
+    steps: int = typer.Option(None, help="Optimizer steps (2000)"),
+    batch_size: int = typer.Option(None, help="Query groups per step (16)"),
+    group_size: int = typer.Option(None, help="Passages per group: 1 positive + negatives (8)"),
+    max_length: int = typer.Option(None, help="Tokens per query-passage pair (256)"),
+    lr: float = typer.Option(None, help="Peak learning rate of the encoder (5e-5)"),
+    levels: str = typer.Option(
+        None, help="Comma-separated levels of the menu (default: the model's default menu)"
+    ),
+    seed: int = typer.Option(None, help="Seed of every random choice (13)"),
+    checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (100)"),
+    threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+) -> None:
+    """Train ElasticRanker: a cross-encoder with a relevance head at every layer.
+
+    Every exit is trained at once (listwise CE on labels, KL toward the training files'
+    teacher scores, self-distillation from the deepest exit; COST-EFF gradient rescaling),
+    over full, smallest and one random width per step; a small CALM exit classifier is then
+    fitted on held-out training queries. Data: ../shared/data/train only (never DL19 or
+    nq-open). Seeded and resumable: rerun the same command after a kill.
+    """
+    from dataclasses import replace
+
+    from elasticir.train.ranker import RankerTrainConfig, train_ranker
+
+    overrides: dict[str, object] = {
+        "output": output,
+        "base_model": model,
+        "data_root": data,
+        "steps": steps,
+        "batch_size": batch_size,
+        "group_size": group_size,
+        "max_length": max_length,
+        "lr": lr,
+        "seed": seed,
+        "checkpoint_every": checkpoint_every,
+        "threads": threads,
+        "device": device,
+    }
+    if levels is not None:
+        overrides["levels"] = tuple(lv.strip() for lv in levels.split(",") if lv.strip())
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if config is not None:
+        settings = replace(RankerTrainConfig.from_json(config), **given)
+    elif "output" not in given:
+        raise ValueError("say where to write the model: --output DIR (or output in --config)")
+    else:
+        settings = RankerTrainConfig(**given)  # type: ignore[arg-type]
+    path = train_ranker(settings, progress=not quiet)
+    typer.echo(f"model: {path}")

@@ -159,6 +159,7 @@ class RerankConfig:
     depth: int = 1000
     on_missing: str = "error"
     batch_size: int = 32
+    token_cache: Path | None = None  # DiPair passage tokens (built from corpus when absent)
     progress: bool = True
 
 
@@ -183,7 +184,13 @@ def rerank(config: RerankConfig) -> RerankResult:
     pipeline = first
     for spec in config.stages:
         scorer = make_scorer(
-            spec, level=config.level, policy=config.policy, batch=config.batch_size
+            spec,
+            level=config.level,
+            policy=config.policy,
+            batch=config.batch_size,
+            corpus=config.corpus,
+            token_cache=config.token_cache,
+            progress=config.progress,
         )
         stage = Rerank(
             scorer,

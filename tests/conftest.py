@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,3 +47,39 @@ def denser() -> ElasticDenser:
     from elasticir.encoders.denser import ElasticDenser
 
     return ElasticDenser()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread while a module runs, restoring the thread count after.
+
+    A module uses it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def sample_first_stage(tmp_path: Path) -> Callable[[int], tuple[Path, list[str]]]:
+    """A first-stage TREC run over the shipped sample: every sample query x the first
+    ``depth`` passages, scored ``depth, depth - 1, ...``. Returns (run path, doc ids)."""
+
+    def make(depth: int) -> tuple[Path, list[str]]:
+        from elasticir.data import load_passages, read_topics, sample_dataset
+        from elasticir.data.trec import write_run
+
+        sample = sample_dataset()
+        docs = list(load_passages(sample.corpus))[:depth]
+        run = {
+            q.query_id: {d: float(depth - i) for i, d in enumerate(docs)}
+            for q in read_topics(sample.queries)
+        }
+        path = tmp_path / f"first-{depth}.trec"
+        write_run(path, run)
+        return path, docs
+
+    return make

@@ -9,22 +9,14 @@ from elasticir.cli.app import app
 from typer.testing import CliRunner
 
 from elasticir import api
-from elasticir.data import load_passages, read_run, read_topics, sample_dataset
+from elasticir.data import read_run, sample_dataset
 from elasticir.data.trec import write_run
 
 
 @pytest.fixture()
-def first_run(tmp_path: Path) -> Path:
-    """A BM25-like first stage written by hand: every query x the first 6 sample passages."""
-    sample = sample_dataset()
-    docs = list(load_passages(sample.corpus))[:6]
-    run = {
-        q.query_id: {d: float(6 - i) for i, d in enumerate(docs)}
-        for q in read_topics(sample.queries)
-    }
-    path = tmp_path / "first.trec"
-    write_run(path, run)
-    return path
+def first_run(sample_first_stage) -> Path:
+    """Every sample query x the first 6 sample passages (a hand-made first stage)."""
+    return sample_first_stage(6)[0]
 
 
 def invoke(*args: str):

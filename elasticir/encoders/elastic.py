@@ -58,6 +58,7 @@ __all__ = [
     "layer_flops",
     "layer_step",
     "level_flops",
+    "level_menu",
     "make_elastic",
     "reorder_",
     "sub_network",
@@ -159,6 +160,14 @@ def default_levels(config: Any, seq_len: int = 32) -> tuple[Level, ...]:
             )
             candidates.append(Level(depth=1, width=width))
     return _menu(config, candidates, seq_len)
+
+
+def level_menu(
+    config: Any, levels: Iterable[Level | str] | None, seq_len: int = 32
+) -> tuple[Level, ...]:
+    """``levels`` (or, for None, the model's :func:`default_levels`) as a menu: ``full``
+    first, then by decreasing FLOPs."""
+    return default_levels(config, seq_len) if levels is None else _menu(config, levels, seq_len)
 
 
 def _menu(config: Any, levels: Iterable[Level | str], seq_len: int = 32) -> tuple[Level, ...]:
@@ -477,7 +486,7 @@ def make_elastic(
     model = AutoModel.from_pretrained(source).eval()
     _backbone(model)
     config = model.config
-    menu = default_levels(config) if levels is None else _menu(config, levels)
+    menu = level_menu(config, levels)
     importance = reorder_(
         model, compute_importance(model, tokenizer, texts, max_length, batch_size)
     )

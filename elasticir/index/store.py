@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -54,52 +54,78 @@ class EncodeReport:
     seconds: float
 
 
-class EmbeddingStore:
-    """Read access to a store directory written by :func:`encode_corpus`."""
+class ShardedDirectory:
+    """Read access to a directory of ``meta.json`` and ``shard-NNNNN.*`` files written shard
+    by shard as :func:`encode_corpus` writes them (an :class:`EmbeddingStore`, or a DiPair
+    :class:`~elasticir.rerank.token_cache.TokenCache`).
+
+    A subclass names its ``meta.json`` format and what its errors say: ``_NOT_ONE`` when
+    there is no ``meta.json``, ``_UNFINISHED`` when the corpus was not read to its end,
+    ``_INCOMPLETE`` (with ``{count}`` and ``{shown}``) when shards are missing.
+    """
+
+    _FORMAT: ClassVar[str]
+    _NOT_ONE: ClassVar[str]
+    _UNFINISHED: ClassVar[str]
+    _INCOMPLETE: ClassVar[str]
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
-            raise MissingResourceError(
-                f"{self.path}: not an embedding store (no meta.json); create it with "
-                "`elasticir encode` or `elasticir index`"
-            )
+            raise MissingResourceError(f"{self.path}: {self._NOT_ONE}")
         self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("format") != STORE_FORMAT:
-            raise InputFormatError(meta_path, None, f'"format": "{STORE_FORMAT}"')
+        if self.meta.get("format") != self._FORMAT:
+            raise InputFormatError(meta_path, None, f'"format": "{self._FORMAT}"')
 
     @property
     def dim(self) -> int:
         return int(self.meta["dim"])
 
-    @property
-    def level(self) -> Level:
-        return Level(self.meta["level"])
-
     def shard_paths(self) -> list[Path]:
         return sorted(self.path.glob("shard-*.npy"))
 
     def missing_shards(self) -> list[int]:
-        """Shards not yet on disk; empty once the store is complete."""
+        """Shards not yet on disk; empty once the directory is complete."""
         total = self.meta.get("num_shards")
         if total is None:
-            raise MissingResourceError(
-                f"{self.path}: encoding has not finished reading the corpus yet; rerun the "
-                "encoding command (it resumes where it stopped)"
-            )
+            raise MissingResourceError(f"{self.path}: {self._UNFINISHED}")
         present = {int(p.stem.split("-")[1]) for p in self.shard_paths()}
         return [s for s in range(total) if s not in present]
 
-    def iter_shards(self) -> Iterator[tuple[list[str], np.ndarray]]:
-        """``(doc_ids, vectors)`` per shard in corpus order; vectors are ``(rows, dim)``."""
+    def _check_complete(self) -> None:
+        """Raise ``MissingResourceError`` naming the shards not on disk yet, if any."""
         missing = self.missing_shards()
         if missing:
             shown = ", ".join(str(s) for s in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise MissingResourceError(
-                f"{self.path}: {len(missing)} shard(s) not encoded yet ({shown}); rerun the "
-                "encoding command (every --shard i/n part) to finish the store"
-            )
+            message = self._INCOMPLETE.format(count=len(missing), shown=shown)
+            raise MissingResourceError(f"{self.path}: {message}")
+
+
+class EmbeddingStore(ShardedDirectory):
+    """Read access to a store directory written by :func:`encode_corpus`."""
+
+    _FORMAT = STORE_FORMAT
+    _NOT_ONE = (
+        "not an embedding store (no meta.json); create it with "
+        "`elasticir encode` or `elasticir index`"
+    )
+    _UNFINISHED = (
+        "encoding has not finished reading the corpus yet; rerun the "
+        "encoding command (it resumes where it stopped)"
+    )
+    _INCOMPLETE = (
+        "{count} shard(s) not encoded yet ({shown}); rerun the "
+        "encoding command (every --shard i/n part) to finish the store"
+    )
+
+    @property
+    def level(self) -> Level:
+        return Level(self.meta["level"])
+
+    def iter_shards(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(doc_ids, vectors)`` per shard in corpus order; vectors are ``(rows, dim)``."""
+        self._check_complete()
         for npy in self.shard_paths():
             ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
             vectors = np.load(npy)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         evaluate_policy,
         parse_policy,
     )
-    from elasticir.rerank.ranker import ElasticRanker, RankerOutput, rerank_run
+    from elasticir.rerank.ranker import ElasticRanker, RankerOutput, RankerScorer, rerank_run
 
 __all__ = [
     "Calibration",
@@ -31,6 +31,7 @@ __all__ = [
     "FixedLevel",
     "PolicyEvaluation",
     "RankerOutput",
+    "RankerScorer",
     "calibrate",
     "evaluate_policy",
     "parse_policy",
@@ -40,6 +41,7 @@ __all__ = [
 _HOMES = {
     "ElasticRanker": "elasticir.rerank.ranker",
     "RankerOutput": "elasticir.rerank.ranker",
+    "RankerScorer": "elasticir.rerank.ranker",
     "rerank_run": "elasticir.rerank.ranker",
     "Calibration": "elasticir.rerank.policies",
     "ConfidencePolicy": "elasticir.rerank.policies",

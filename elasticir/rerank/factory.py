@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -10,9 +11,20 @@ if TYPE_CHECKING:
 
 
 def make_scorer(
-    spec: RerankStageSpec, *, level: str = "full", policy: str | None = None, batch: int = 32
+    spec: RerankStageSpec,
+    *,
+    level: str = "full",
+    policy: str | None = None,
+    batch: int = 32,
+    corpus: Path | None = None,
+    token_cache: Path | None = None,
+    progress: bool = True,
 ) -> Scorer:
-    """The scorer of one cascade stage; ``level``/``policy`` apply to the elastic ranker."""
+    """The scorer of one cascade stage; ``level``/``policy`` apply to the elastic ranker.
+
+    A DiPair stage reads passage tokens from ``token_cache`` (built there from ``corpus``
+    first when absent or unfinished: resumable), or encodes passages on the fly without one.
+    """
     if spec.kind == "biencoder":
         from elasticir.encoders.denser import ElasticDenser
         from elasticir.rerank.pipeline import BiEncoderScorer
@@ -20,4 +32,58 @@ def make_scorer(
         if policy is not None:
             raise ValueError("--policy applies to the elastic ranker, not to the bi-encoder")
         return BiEncoderScorer(ElasticDenser(spec.model), level=level)
+    if spec.kind == "elastic":
+        from elasticir.rerank.ranker import ElasticRanker, RankerScorer
+
+        if spec.model is None:
+            raise ValueError(
+                "the elastic stage needs a trained ranker: --ranker elastic:MODEL_DIR "
+                "(train one with `elasticir train ranker`)"
+            )
+        level, policy = resolve_policy(level, policy)
+        return RankerScorer(ElasticRanker(spec.model, batch_size=batch), level, policy)
+    if spec.kind == "dipair":
+        from elasticir.rerank.dipair import DiPair, DiPairScorer
+
+        if spec.model is None:
+            raise ValueError(
+                "the dipair stage needs a trained model: --ranker dipair:MODEL_DIR "
+                "(train one with `elasticir train dipair`)"
+            )
+        if policy is not None:
+            raise ValueError("--policy applies to the elastic ranker, not to DiPair")
+        dipair = DiPair.load(spec.model)
+        if token_cache is not None:
+            if corpus is None:
+                raise ValueError("building a token cache needs the corpus")
+            dipair.build_cache(corpus, token_cache, progress=progress)
+        return DiPairScorer(dipair, token_cache)
     raise ValueError(f"the {spec.kind} reranker is not available yet")
+
+
+def resolve_policy(level: str, policy: str | None) -> tuple[str, str | None]:
+    """``calibrated:FILE.json`` (written by calibration) -> the level and policy it chose;
+    any other spec passes through (see ``elasticir.rerank.policies.parse_policy``)."""
+    import json
+
+    from elasticir.data.errors import InputFormatError
+
+    if policy is None or not policy.startswith("calibrated:"):
+        return level, policy
+    path = Path(policy.split(":", 1)[1])
+    try:
+        chosen = json.loads(path.read_text(encoding="utf-8"))
+        return str(chosen["level"]), str(chosen["policy"])
+    except FileNotFoundError:
+        raise ValueError(f"{path}: calibration file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputFormatError(
+            path, None, 'a calibration JSON with "level" and "policy"', got=str(err)
+        ) from err
+
+
+def ranker_teacher(model: str) -> Scorer:
+    """An ElasticRanker at full compute as a distillation teacher (e.g. for DiPair)."""
+    from elasticir.rerank.ranker import ElasticRanker, RankerScorer
+
+    return RankerScorer(ElasticRanker(model))

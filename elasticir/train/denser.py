@@ -37,7 +37,6 @@ outputs may share one ``cache`` directory.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -49,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -59,14 +58,14 @@ from elasticir.data.files import atomic_file
 from elasticir.encoders.elastic import (
     Importance,
     compute_importance,
-    default_levels,
     elastic_forward,
-    level_flops,
+    level_menu,
     reorder_,
 )
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import EncoderSettings
 from elasticir.progress import progress_bar
+from elasticir.train.config import TrainConfigFile
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -83,18 +82,15 @@ __all__ = [
     "train_denser",
 ]
 
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 CHECKPOINT_FORMAT = "elasticir-train-checkpoint"
 QUERY_PART = 2048  # teacher query vectors are cached in parts of this many queries
-# config fields that do not change what is trained: they may differ between a run and its resume
-_RUN_ONLY_FIELDS = ("output", "data_root", "checkpoint_every", "threads", "cache", "device")
 
 
 # --------------------------------------------------------------------------- configuration
 
 
 @dataclass(frozen=True)
-class DenserTrainConfig:
+class DenserTrainConfig(TrainConfigFile):
     """Everything that decides a training run; ``to_json`` / ``from_json`` round-trip it.
 
     ``output`` is the model directory written (caches and checkpoints live inside it unless
@@ -134,6 +130,16 @@ class DenserTrainConfig:
     threads: int | None = None
     device: str | None = None
     cache: Path | None = None
+
+    # fields that do not change what is trained: they may differ between a run and its resume
+    _RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "output",
+        "data_root",
+        "checkpoint_every",
+        "threads",
+        "cache",
+        "device",
+    )
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -179,85 +185,9 @@ class DenserTrainConfig:
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
 
-    # -- serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values: paths as strings, levels as a list."""
-        out: dict[str, Any] = {}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[item.name] = value
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DenserTrainConfig:
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown training setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        values = dict(values)
-        if values.get("levels") is not None:
-            values["levels"] = tuple(values["levels"])
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> DenserTrainConfig:
-        """Read a config file written by :meth:`to_json` (any subset of the fields).
-
-        Relative paths inside are taken as written, i.e. relative to the working directory.
-        """
-        from elasticir.data.errors import InputFormatError
-
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise InputFormatError(path, err.lineno, "a JSON object of settings", err.msg) from err
-        if not isinstance(values, dict):
-            raise InputFormatError(path, None, "a JSON object of settings", type(values).__name__)
-        return cls.from_dict(values)
-
     # -- derived -----------------------------------------------------------------------------
     def cache_dir(self) -> Path:
         return self.cache if self.cache is not None else self.output / "cache"
-
-    def base_model_name(self) -> str:
-        """How ``elasticir.json`` names the base (passage) model: a name or an absolute path."""
-        if self.base_model is None:
-            return DEFAULT_MODEL_NAME
-        path = Path(self.base_model).expanduser()
-        return str(path.resolve()) if path.exists() else self.base_model
-
-    def training_fields(self) -> dict[str, Any]:
-        """The settings that decide the trained weights (not where or how fast it runs)."""
-        values = self.to_dict()
-        for name in _RUN_ONLY_FIELDS:
-            values.pop(name)
-        return values
-
-
-def level_menu(model_config: Any, levels: Sequence[Level | str] | None) -> tuple[Level, ...]:
-    """``levels`` (or the model's default menu) with ``full`` first, then by decreasing FLOPs."""
-    if levels is None:
-        return default_levels(model_config)
-    layers = int(model_config.num_hidden_layers)
-    seen: dict[Level, Level] = {FULL.resolve(layers): FULL}
-    for level in levels:
-        level = Level(level)
-        seen.setdefault(level.resolve(layers), level)
-    rest = sorted(
-        (lv for lv in seen.values() if lv != FULL),
-        key=lambda lv: (-level_flops(model_config, lv), str(lv)),
-    )
-    return (FULL, *rest)
 
 
 # --------------------------------------------------------------------------- the distillation data
@@ -301,7 +231,7 @@ class Distillation:
     keys: dict[str, str]
     data: dict[str, Any]
     device: torch.device
-    _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _orders: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -310,16 +240,10 @@ class Distillation:
 
     def batch(self, step: int) -> np.ndarray:
         """Query rows of 1-based ``step``: consecutive slices of seeded per-epoch shuffles."""
-        n, size = len(self.queries), self.config.batch_size
-        positions = np.arange((step - 1) * size, step * size)
-        rows = np.empty(size, dtype=np.int64)
-        for epoch in np.unique(positions // n):
-            if int(epoch) not in self._orders:
-                rng = np.random.default_rng([self.config.seed, 101, int(epoch)])
-                self._orders[int(epoch)] = rng.permutation(n)
-            inside = positions // n == epoch
-            rows[inside] = self._orders[int(epoch)][positions[inside] % n]
-        return rows
+        config = self.config
+        return _shuffled_rows(
+            len(self.queries), config.batch_size, step, (config.seed, 101), self._orders
+        )
 
     def encode(self, model: torch.nn.Module, rows: np.ndarray, level: Level | str) -> torch.Tensor:
         """Student query vectors of ``rows`` at ``level`` (pooled like the model, grads on)."""
@@ -585,24 +509,11 @@ def _train(
     model.train(config.dropout)  # dropout off by default: the full level starts at the teacher
     parameters = _trainable(model, config)
     optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
-    checkpoint = config.output / "checkpoint" / "state.pt"
-    step, seconds, history = 0, 0.0, []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("key") != distillation.key:
-            raise ValueError(
-                f"{checkpoint} was written by a run with other settings or data "
-                f"({_config_difference(state.get('config'), config)}); rerun with those, or "
-                "delete the checkpoint directory to start over"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_states(state["rng"])
-        step, seconds, history = int(state["step"]), float(state["seconds"]), state["history"]
-    else:
-        _seed_everything(config.seed)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.steps, config.warmup))
+    checkpoint = _Checkpoint(
+        config.output / "checkpoint" / "state.pt", CHECKPOINT_FORMAT, distillation.key, config
+    )
+    step, seconds, history = checkpoint.resume(model, optimizer, scheduler)
     plan = _plan(config, menu)
     with _training_bar(progress, config.steps, step) as show:
         while step < config.steps:
@@ -615,22 +526,16 @@ def _train(
                 loss = distillation.losses(model, rows, level)
                 loss.total.backward()
                 record[str(level)] = loss.values()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
+            lr = _optimizer_step(optimizer, scheduler, parameters, config.max_grad_norm)
             seconds += time.perf_counter() - started
             history.append({"step": step, "lr": lr, "losses": record})
             show(step, record)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                _save_checkpoint(
-                    checkpoint, distillation, model, optimizer, scheduler, step, seconds, history
-                )
+                checkpoint.save(model, optimizer, scheduler, step, seconds, history)
             if on_step is not None:
                 on_step(step, record)
     _write_model(config, distillation, model, importance, menu, seconds, history)
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
     return config.output
 
 
@@ -676,10 +581,9 @@ def _optimizer(model: torch.nn.Module, config: DenserTrainConfig) -> torch.optim
     return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
 
 
-def _schedule(config: DenserTrainConfig) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup * steps`` updates, then linear decay; never exactly 0."""
-    total = config.steps
-    warm = int(round(config.warmup * total))
+def _schedule(total: int, warmup: float) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup * total`` updates, then linear decay; never exactly 0."""
+    warm = int(round(warmup * total))
 
     def factor(update: int) -> float:
         if update < warm:
@@ -689,33 +593,99 @@ def _schedule(config: DenserTrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    parameters: list[torch.nn.Parameter],
+    max_grad_norm: float | None,
+) -> float:
+    """Clip the gradients of ``parameters`` (unless ``max_grad_norm`` is None), then step the
+    optimizer and its schedule; returns the learning rate the step used."""
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    return lr
+
+
+def _shuffled_rows(
+    n: int,
+    size: int,
+    step: int,
+    seed: tuple[int, ...],
+    orders: dict[tuple[int, ...], np.ndarray],
+) -> np.ndarray:
+    """The ``size`` rows (of ``n``) of 1-based ``step``: consecutive slices of per-epoch
+    shuffles, epoch ``e``'s drawn from ``(*seed, e)`` and kept in ``orders``."""
+    positions = np.arange((step - 1) * size, step * size)
+    rows = np.empty(size, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        key = (*seed, int(epoch))
+        if key not in orders:
+            orders[key] = np.random.default_rng(list(key)).permutation(n)
+        inside = positions // n == epoch
+        rows[inside] = orders[key][positions[inside] % n]
+    return rows
+
+
 # --------------------------------------------------------------------------- checkpoints and output
 
 
-def _save_checkpoint(
-    path: Path,
-    distillation: Distillation,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    seconds: float,
-    history: list[dict[str, Any]],
-) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "key": distillation.key,
-        "config": distillation.config.to_dict(),
-        "step": step,
-        "seconds": seconds,
-        "history": history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_states(),
-    }
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A run's resumable state: ``path``, written with ``format`` and the run's ``key`` (what
+    it trains on and with which settings), both of which a resume must match."""
+
+    path: Path
+    format: str
+    key: str
+    config: TrainConfigFile
+
+    def resume(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> tuple[int, float, list[dict[str, Any]]]:
+        """``(step, seconds, history)`` so far: restored with the model, optimizer, schedule
+        and RNG states when the file exists, else ``(0, 0.0, [])`` with every RNG seeded."""
+        if not self.path.is_file():
+            _seed_everything(self.config.seed)
+            return 0, 0.0, []
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("format") != self.format or state.get("key") != self.key:
+            raise ValueError(
+                f"{self.path} was written by a run with other settings or data "
+                f"({_config_difference(state.get('config'), self.config)}); rerun with those, "
+                "or delete the checkpoint directory to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_states(state["rng"])
+        return int(state["step"]), float(state["seconds"]), state["history"]
+
+    def save(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        step: int,
+        seconds: float,
+        history: list[dict[str, Any]],
+    ) -> None:
+        state = {
+            "format": self.format,
+            "key": self.key,
+            "config": self.config.to_dict(),
+            "step": step,
+            "seconds": seconds,
+            "history": history,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_states(),
+        }
+        with atomic_file(self.path) as tmp:
+            torch.save(state, tmp)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -903,7 +873,7 @@ def _texts_digest(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _config_difference(saved: object, config: DenserTrainConfig) -> str:
+def _config_difference(saved: object, config: TrainConfigFile) -> str:
     if not isinstance(saved, dict):
         return "no readable config"
     now = config.training_fields()

@@ -20,7 +20,6 @@ Seeded: the same config gives the same matrices on the same machine and thread c
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 from elasticir.encoders.projection import write_projections
 from elasticir.progress import progress_bar
+from elasticir.train.config import TrainConfigFile
 
 __all__ = ["ProjectionTrainConfig", "fit_projection", "train_projection"]
 
@@ -43,7 +43,7 @@ def default_cache() -> Path:
 
 
 @dataclass(frozen=True)
-class ProjectionTrainConfig:
+class ProjectionTrainConfig(TrainConfigFile):
     """What decides a projections file. ``output`` is the file written; ``base_model`` the
     passage space (None: all-MiniLM-L6-v2); ``cache`` where teacher vectors are kept (shared
     with ``elasticir train denser`` when it points at the same folder)."""
@@ -78,14 +78,6 @@ class ProjectionTrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError("lr and temperature must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            out[item.name] = str(value) if isinstance(value, Path) else value
-        out["dims"] = list(self.dims)
-        return out
 
 
 def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Path:

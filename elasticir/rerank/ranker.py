@@ -1,0 +1,946 @@
+"""ElasticRanker: an elastic multi-exit cross-encoder with per-candidate early exit.
+
+The model reads ``[CLS] query [SEP] passage [SEP]`` (token types 0 / 1) through a BERT-style
+encoder whose heads and FFN neurons are stored most-important-first
+(:func:`elasticir.encoders.elastic.reorder_`), so a level's width is a prefix of the weights,
+and puts a **relevance head on every layer** (multi-exit). Exit head ``i`` reads layer ``i``'s
+[CLS] state: ``Linear(hidden, 1)(tanh(Linear(hidden, hidden)(cls)))`` -- the shape of BERT's
+pooler + a sequence-classification layer, initialised from the checkpoint's own pooler (and
+from its ``classifier`` when it is a one-logit cross-encoder). A level ``L<d>-W<w>`` exits at
+layer ``d`` running the first ``w``% of the heads and neurons; every depth works at every
+trained width, since every layer has an exit.
+
+Scoring runs one layer at a time (:func:`elasticir.encoders.elastic.layer_step`). Without a
+policy every pair runs to the level's depth and only the last exit head is computed. With an
+exit policy (:mod:`elasticir.rerank.policies`) the exit head and the policy's signal are
+computed after each layer from ``policy.min_layer`` on for the rows still running; rows that
+exit are finalised and *removed from the batch* (``index_select`` of the hidden states and
+mask, then trailing all-padding columns are cut), so no compute is spent on them afterwards.
+``RankerOutput.flops`` counts what each pair really cost: exit layer x one layer's FLOPs at the
+level's width for the pair's own token count (exit heads, embeddings and padding excluded, as
+in :func:`elasticir.encoders.elastic.level_flops`).
+
+A ranker directory holds the encoder (``save_pretrained``), the tokenizer,
+``exits.safetensors`` (``heads.*``: the exit heads; ``classifier.*``: the learned CALM exit
+classifier, when trained) and ``elasticir.json``, written last::
+
+    {"kind": "elastic-ranker", "levels": [...], "max_length": 256,
+     "exits": {"head": ..., "classifier": true|false}, "training": {...}}
+
+Any plain BERT-style checkpoint loads too (the packaged all-MiniLM-L6-v2 by default): its exit
+heads are then *untrained* -- initialised, not learned -- and a ``UserWarning`` says so; that is
+how ``elasticir train ranker`` starts. The object keeps no per-call state and scores under
+``torch.inference_mode()``, so threads may share one ranker at different levels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elasticir.data.errors import InputFormatError, MissingResourceError
+from elasticir.data.files import atomic_file
+from elasticir.encoders.elastic import (
+    check_model,
+    default_levels,
+    embed,
+    layer_flops,
+    layer_step,
+    level_flops,
+    level_menu,
+    sub_network,
+)
+from elasticir.encoders.levels import FULL, Level
+from elasticir.encoders.loading import resolve_model_path
+from elasticir.rerank.pipeline import Reranker
+from elasticir.rerank.policies import ExitPolicy, FixedLevel, Policy, parse_policy
+
+if TYPE_CHECKING:
+    from elasticir.data.records import Passage, Run
+
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "EXITS_FILE",
+    "KIND",
+    "ElasticRanker",
+    "ExitClassifier",
+    "ExitHeads",
+    "LayerRecords",
+    "RankerNet",
+    "RankerOutput",
+    "RankerScorer",
+    "UntrainedExitsWarning",
+    "encode_pairs",
+    "rerank_run",
+    "write_ranker",
+]
+
+KIND = "elastic-ranker"
+EXITS_FILE = "exits.safetensors"
+DEFAULT_MAX_LENGTH = 256
+HEAD_DESCRIPTION = "per layer: Linear(hidden, 1)(tanh(Linear(hidden, hidden)(cls)))"
+CLASSIFIER_DESCRIPTION = "per layer: Linear(hidden + 2, 1)([cls, score, |2 sigmoid(score) - 1|])"
+
+
+class UntrainedExitsWarning(UserWarning):
+    """A ranker was loaded from a checkpoint without trained exit heads."""
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class ExitHeads(nn.Module):
+    """One relevance head per layer on that layer's [CLS] state (see the module docstring)."""
+
+    def __init__(self, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.dense = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.out = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(layers))
+
+    def forward(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
+        """Scores ``(rows,)`` of exit ``layer`` (0-based) from ``cls`` ``(rows, hidden)``."""
+        return self.out[layer](torch.tanh(self.dense[layer](cls))).squeeze(-1)
+
+
+class ExitClassifier(nn.Module):
+    """CALM's learned exit classifier: per layer, a logit that this layer's score already
+    agrees with the deepest exit's, from ``[cls, score, |2 sigmoid(score) - 1|]``."""
+
+    def __init__(self, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.linear = nn.ModuleList(nn.Linear(hidden + 2, 1) for _ in range(layers))
+
+    @staticmethod
+    def features(cls: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.to(cls.dtype)
+        margin = (2 * torch.sigmoid(scores) - 1).abs()
+        return torch.cat([cls, scores[:, None], margin[:, None]], dim=-1)
+
+    def forward(self, layer: int, cls: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Logits ``(rows,)``; ``sigmoid`` of them is the exit confidence."""
+        return self.linear[layer](self.features(cls, scores)).squeeze(-1)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; the gradient flowing back through it is multiplied by ``scale``."""
+    return x if scale == 1.0 else _ScaleGrad.apply(x, scale)
+
+
+class RankerNet(nn.Module):
+    """The trainable parts: ``encoder`` (a BERT-style Hugging Face model), ``heads`` (one
+    relevance exit per layer) and ``classifier`` (the CALM exit classifier)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        check_model(encoder)
+        self.encoder = encoder
+        config = encoder.config
+        hidden, layers = int(config.hidden_size), int(config.num_hidden_layers)
+        self.heads = ExitHeads(hidden, layers)
+        self.classifier = ExitClassifier(hidden, layers)
+
+    @property
+    def config(self) -> Any:
+        return self.encoder.config
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.encoder.config.num_hidden_layers)
+
+    def init_exits_(self, source: str | None = None, seed: int = 0) -> None:
+        """Initialise heads and classifier deterministically: head dense layers from the
+        encoder's pooler (when it has one), head outputs from a one-logit ``classifier`` in
+        the checkpoint at ``source`` (when there is one), else ``N(0, 0.02)``, biases 0."""
+        generator = torch.Generator().manual_seed(seed)
+        pooler = getattr(getattr(self.encoder, "pooler", None), "dense", None)
+        logit = _checkpoint_classifier(source, int(self.config.hidden_size))
+        with torch.no_grad():
+            for dense, out in zip(self.heads.dense, self.heads.out):
+                if pooler is not None:
+                    dense.weight.copy_(pooler.weight)
+                    dense.bias.copy_(pooler.bias)
+                else:
+                    dense.weight.copy_(torch.randn(dense.weight.shape, generator=generator) * 0.02)
+                    dense.bias.zero_()
+                if logit is not None:
+                    out.weight.copy_(logit[0])
+                    out.bias.copy_(logit[1])
+                else:
+                    out.weight.copy_(torch.randn(out.weight.shape, generator=generator) * 0.02)
+                    out.bias.zero_()
+            for linear in self.classifier.linear:
+                linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.02)
+                linear.bias.zero_()
+
+    def exit_state(self, classifier: bool) -> dict[str, torch.Tensor]:
+        """What ``exits.safetensors`` holds: ``heads.*`` and, if asked, ``classifier.*``."""
+        state = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        if classifier:
+            state.update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
+        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def load_exits(self, state: Mapping[str, torch.Tensor], path: str | Path = EXITS_FILE) -> bool:
+        """Load an ``exit_state``; returns whether it had a classifier."""
+        heads = {k[6:]: v for k, v in state.items() if k.startswith("heads.")}
+        classifier = {k[11:]: v for k, v in state.items() if k.startswith("classifier.")}
+        try:
+            self.heads.load_state_dict(heads)
+            if classifier:
+                self.classifier.load_state_dict(classifier)
+        except RuntimeError as err:
+            raise InputFormatError(
+                path, None, f"exit heads for {self.num_layers} layers of this encoder", str(err)
+            ) from err
+        return bool(classifier)
+
+    def exit_outputs(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        level: Level | str = FULL,
+        *,
+        grad_rescale: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Every exit's scores ``(batch, depth)`` and the [CLS] states (embeddings first,
+        then each layer's: ``depth + 1`` tensors) of ``level``'s sub-network.
+
+        ``grad_rescale`` applies COST-EFF's gradient equilibrium: at layer ``i`` (0-based) of
+        ``L``, the gradient reaching the trunk from exit ``i`` is scaled by ``1 / (L - i)`` and
+        the one coming back from the deeper layers by ``(L - i - 1) / (L - i)``, so each
+        layer's trunk receives the *mean* of the gradients of the ``L - i`` exits at or above
+        it rather than their sum (the heads' own gradients are not scaled).
+        """
+        depth = sub_network(self.config, level).depth
+        hidden = embed(self.encoder, input_ids, token_type_ids)
+        states, scores = [hidden[:, 0]], []
+        for i in range(depth):
+            hidden = layer_step(self.encoder, i, hidden, attention_mask, level)
+            cls = hidden[:, 0]
+            to_head = cls
+            if grad_rescale:
+                remaining = depth - i
+                to_head = scale_grad(cls, 1.0 / remaining)
+                if remaining > 1:
+                    hidden = scale_grad(hidden, (remaining - 1) / remaining)
+            scores.append(self.heads(i, to_head))
+            states.append(cls)
+        return torch.stack(scores, dim=1), states
+
+
+def _checkpoint_classifier(
+    source: str | None, hidden: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A one-logit sequence-classification layer (``classifier.weight`` ``(1, hidden)``)
+    stored in the checkpoint at ``source``, if any."""
+    if source is None:
+        return None
+    path = Path(source) / "model.safetensors"
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        keys = set(fh.keys())
+        weight = next((k for k in keys if k.endswith("classifier.weight")), None)
+        if weight is None:
+            return None
+        bias = weight[: -len("weight")] + "bias"
+        w = fh.get_tensor(weight)
+        if tuple(w.shape) != (1, hidden) or bias not in keys:
+            return None
+        return w.float(), fh.get_tensor(bias).float()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def encode_pairs(
+    tokenizer: Any, queries: Sequence[str], passages: Sequence[str], max_length: int, types: bool
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and token types of ``[CLS] query [SEP] passage [SEP]`` for each pair.
+
+    Each distinct text is tokenized once. The passage is truncated first: the query keeps its
+    tokens unless it would leave a long passage less than half of the ``max_length - 3``
+    tokens of room, and the passage takes what is left. ``types=False`` (a model with one token
+    type) gives zeros throughout.
+    """
+    if len(queries) != len(passages):
+        raise ValueError(f"{len(queries)} queries for {len(passages)} passages: pair them up")
+    if max_length < 8:
+        raise ValueError(f"max_length must be at least 8, got {max_length}")
+    room = max_length - 3
+
+    def ids_of(texts: Sequence[str]) -> dict[str, list[int]]:
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}
+        encoded = tokenizer(unique, add_special_tokens=False, truncation=True, max_length=room)
+        return dict(zip(unique, encoded["input_ids"]))
+
+    query_ids, passage_ids = ids_of(queries), ids_of(passages)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls is None or sep is None:
+        raise ValueError("the ranker needs a tokenizer with [CLS] and [SEP] tokens (BERT-style)")
+    all_ids, all_types = [], []
+    for query, passage in zip(queries, passages):
+        q, p = query_ids[query], passage_ids[passage]
+        q = q[: room - min(len(p), room // 2)]
+        p = p[: room - len(q)]
+        all_ids.append([cls, *q, sep, *p, sep])
+        second = 1 if types else 0
+        all_types.append([0] * (len(q) + 2) + [second] * (len(p) + 1))
+    return all_ids, all_types
+
+
+def _batches(lengths: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    # Longest first, stable (as ElasticDenser): each batch pads only to its own longest pair,
+    # and the batches depend on nothing but the inputs.
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _pad(
+    ids: list[list[int]], types: list[list[int]], rows: np.ndarray, pad_id: int, device: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    longest = max(len(ids[r]) for r in rows)
+    input_ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    token_types = np.zeros((len(rows), longest), dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for j, r in enumerate(rows):
+        n = len(ids[r])
+        input_ids[j, :n], token_types[j, :n], mask[j, :n] = ids[r], types[r], 1
+    return (
+        torch.from_numpy(input_ids).to(device),
+        torch.from_numpy(token_types).to(device),
+        torch.from_numpy(mask).to(device),
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class RankerOutput:
+    """Scores of ``n`` pairs, where each exited and what it cost.
+
+    ``scores`` ``(n,)`` float32 (the exit head's logit; higher is more relevant),
+    ``exit_layers`` ``(n,)`` 1-based, ``flops`` ``(n,)`` the transformer FLOPs each pair really
+    spent, ``full_flops`` ``(n,)`` what the full model (every layer, full width) costs on it.
+    """
+
+    scores: np.ndarray
+    exit_layers: np.ndarray
+    flops: np.ndarray
+    full_flops: np.ndarray
+    level: Level
+    policy: Policy | None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def total_flops(self) -> int:
+        return int(self.flops.sum())
+
+    @property
+    def flops_ratio(self) -> float:
+        """FLOPs spent over the full model's on the same pairs (1.0 for no pairs)."""
+        full = float(self.full_flops.sum())
+        return float(self.flops.sum()) / full if full else 1.0
+
+    @property
+    def speedup(self) -> float:
+        """The full model's FLOPs over those spent: ``1 / flops_ratio``."""
+        spent = float(self.flops.sum())
+        return float(self.full_flops.sum()) / spent if spent else 1.0
+
+    @property
+    def mean_exit_layer(self) -> float:
+        return float(self.exit_layers.mean()) if len(self) else 0.0
+
+
+@dataclass(frozen=True)
+class LayerRecords:
+    """Every exit of a level for ``n`` pairs, recorded by running every layer (no exit).
+
+    ``scores``, ``saturation`` (cosine of each layer's [CLS] state with the previous one's, the
+    embeddings' for layer 1) and ``classifier`` (the exit classifier's probability, None when
+    the ranker has none) are ``(n, depth)`` float32; ``layer_cost`` ``(n,)`` is one layer's
+    FLOPs at the level's width for each pair, ``full_cost`` the full model's.
+    """
+
+    scores: np.ndarray
+    saturation: np.ndarray
+    classifier: np.ndarray | None
+    layer_cost: np.ndarray
+    full_cost: np.ndarray
+    level: Level
+    num_layers: int
+
+    @property
+    def depth(self) -> int:
+        return int(self.scores.shape[1])
+
+
+# --------------------------------------------------------------------------- the ranker
+
+
+class ElasticRanker:
+    """A multi-exit cross-encoder over a Hugging Face encoder (see the module docstring).
+
+    ``model``: a ranker directory, any BERT-style checkpoint (directory or hub name), or None
+    for the packaged all-MiniLM-L6-v2. ``max_length`` defaults to the directory's (256).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_model_path(model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            encoder = AutoModel.from_pretrained(path)
+        except OSError as err:
+            raise MissingResourceError(
+                f"cannot load model {model!r}: not a local model directory, and not available "
+                f"from the Hugging Face cache offline ({err.__class__.__name__}: {err})"
+            ) from err
+        manifest = read_manifest(path)
+        net = RankerNet(encoder)
+        net.init_exits_(path)  # deterministic, also for the parts a file does not hold
+        exits = Path(path) / EXITS_FILE
+        if manifest and exits.is_file():
+            from safetensors.torch import load_file
+
+            has_classifier = net.load_exits(load_file(str(exits)), exits)
+            trained = True
+        else:
+            has_classifier, trained = False, False
+            warnings.warn(
+                f"{model or 'all-MiniLM-L6-v2'} has no trained exit heads ({EXITS_FILE}): they "
+                "are initialised, not learned, so its scores mean nothing until it is trained "
+                "(elasticir train ranker)",
+                UntrainedExitsWarning,
+                stacklevel=2,
+            )
+        self._setup(
+            net,
+            tokenizer,
+            model_path=path,
+            model_name=str(model) if model is not None else "all-MiniLM-L6-v2",
+            levels=_manifest_levels(manifest, path, net.config),
+            max_length=int(max_length or manifest.get("max_length", DEFAULT_MAX_LENGTH)),
+            heads_trained=trained,
+            has_classifier=has_classifier,
+            manifest=manifest,
+            device=device,
+            batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_net(
+        cls,
+        net: RankerNet,
+        tokenizer: Any,
+        *,
+        levels: Sequence[Level | str] | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        heads_trained: bool = True,
+        has_classifier: bool = False,
+        model_name: str = "in-memory ranker",
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> ElasticRanker:
+        """A ranker around modules already in memory (training uses this); no copy is made."""
+        self = cls.__new__(cls)
+        menu = level_menu(net.config, levels)
+        self._setup(
+            net,
+            tokenizer,
+            model_path=None,
+            model_name=model_name,
+            levels=menu,
+            max_length=max_length,
+            heads_trained=heads_trained,
+            has_classifier=has_classifier,
+            manifest={},
+            device=device,
+            batch_size=batch_size,
+        )
+        return self
+
+    def _setup(
+        self,
+        net: RankerNet,
+        tokenizer: Any,
+        *,
+        model_path: str | None,
+        model_name: str,
+        levels: tuple[Level, ...],
+        max_length: int,
+        heads_trained: bool,
+        has_classifier: bool,
+        manifest: dict[str, Any],
+        device: str | None,
+        batch_size: int,
+    ) -> None:
+        if max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {max_length}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.net = net
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self.model_name = model_name
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net.to(self.device).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.heads_trained = heads_trained
+        self.has_classifier = has_classifier
+        self.manifest = manifest
+        self._levels = levels
+        self._types = int(getattr(net.config, "type_vocab_size", 1) or 1) > 1
+        pad = tokenizer.pad_token_id
+        self._pad_id = 0 if pad is None else int(pad)
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def config(self) -> Any:
+        return self.net.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.net.num_layers
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        """The menu of levels (``elasticir.json``'s), ``full`` first."""
+        return self._levels
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The widths the model was trained at (those of its levels), widest first."""
+        return tuple(sorted({lv.width for lv in self._levels}, reverse=True))
+
+    def check_level(self, level: Level | str) -> Level:
+        """``level`` as a ``Level``; any depth at a trained width is offered (every layer has
+        an exit). Raises ``ValueError`` otherwise."""
+        level = Level(level)
+        level.resolve(self.num_layers)  # raises when deeper than the model
+        if level.width not in self.widths:
+            widths = ", ".join(f"W{w}" for w in self.widths)
+            raise ValueError(
+                f"level {level} runs width {level.width}%, which this ranker was not trained "
+                f"at (widths: {widths}; levels: {', '.join(map(str, self._levels))})"
+            )
+        return level
+
+    def level_flops(self, level: Level | str, seq_len: int = 32) -> int:
+        return level_flops(self.config, level, seq_len)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(
+        self,
+        query: str,
+        passages: Sequence[str],
+        level: Level | str = FULL,
+        policy: Policy | str | None = None,
+        batch_size: int | None = None,
+    ) -> RankerOutput:
+        """Scores of ``passages`` for one ``query`` (see :meth:`score_pairs`)."""
+        return self.score_pairs([query] * len(passages), passages, level, policy, batch_size)
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[str],
+        level: Level | str = FULL,
+        policy: Policy | str | None = None,
+        batch_size: int | None = None,
+    ) -> RankerOutput:
+        """Relevance scores of ``(queries[i], passages[i])`` at ``level``, under ``policy``.
+
+        ``level`` gives the width and the deepest exit; ``policy`` (an exit policy or its
+        spec) lets each pair exit earlier. A ``FixedLevel`` policy is the same as passing its
+        level (``level`` must then be left at ``full`` or equal it).
+        """
+        level, exit_policy = self._resolve(level, policy)
+        queries, passages = list(queries), list(passages)
+        ids, types = encode_pairs(self.tokenizer, queries, passages, self.max_length, self._types)
+        n = len(ids)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        scores = np.empty(n, dtype=np.float32)
+        exits = np.empty(n, dtype=np.int64)
+        depth = sub_network(self.config, level).depth
+        for rows in _batches(lengths, batch_size or self.batch_size):
+            batch = _pad(ids, types, rows, self._pad_id, self.device)
+            with torch.inference_mode():
+                batch_scores, batch_exits = self._run(*batch, level, depth, exit_policy)
+            scores[rows] = batch_scores.float().cpu().numpy()
+            exits[rows] = batch_exits.cpu().numpy()
+        cost = self._layer_costs(lengths, level.width)
+        full = self._layer_costs(lengths, 100) * self.num_layers
+        return RankerOutput(
+            scores=scores,
+            exit_layers=exits,
+            flops=exits * cost,
+            full_flops=full,
+            level=level,
+            policy=None if policy is None else parse_policy(policy),
+        )
+
+    def _resolve(
+        self, level: Level | str, policy: Policy | str | None
+    ) -> tuple[Level, ExitPolicy | None]:
+        level = Level(level)
+        if policy is None:
+            return self.check_level(level), None
+        policy = parse_policy(policy)
+        if isinstance(policy, FixedLevel):
+            if not level.is_full and level != policy.level:
+                raise ValueError(f"level {level} and policy {policy.spec} name two levels")
+            return self.check_level(policy.level), None
+        level = self.check_level(level)
+        depth = sub_network(self.config, level).depth
+        policy.check(depth)
+        if policy.uses_classifier and not self.has_classifier:
+            raise ValueError(
+                f"policy {policy.spec} needs a learned exit classifier; this ranker has none "
+                "(train one with elasticir train ranker)"
+            )
+        return level, policy
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        token_types: torch.Tensor,
+        mask: torch.Tensor,
+        level: Level,
+        depth: int,
+        policy: ExitPolicy | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        rows = input_ids.shape[0]
+        out_scores = torch.empty(rows, device=input_ids.device)
+        out_exits = torch.full((rows,), depth, dtype=torch.long, device=input_ids.device)
+        active = torch.arange(rows, device=input_ids.device)
+        hidden = embed(net.encoder, input_ids, token_types)
+        saturation = policy is not None and policy.uses_saturation
+        previous = hidden[:, 0] if saturation else None
+        for i in range(depth):
+            hidden = layer_step(net.encoder, i, hidden, mask, level)
+            layer = i + 1
+            last = layer == depth
+            if not last and (policy is None or layer < policy.min_layer):
+                if saturation:
+                    previous = hidden[:, 0]
+                continue
+            cls = hidden[:, 0]
+            scores = net.heads(i, cls)
+            if last:
+                out_scores[active] = scores.float()
+                break
+            assert policy is not None
+            cosine = F.cosine_similarity(cls, previous, dim=-1) if saturation else None
+            probability = (
+                torch.sigmoid(net.classifier(i, cls, scores)) if policy.uses_classifier else None
+            )
+            done = policy.exits(layer, scores, cosine, probability)
+            if bool(done.any()):
+                out_scores[active[done]] = scores[done].float()
+                out_exits[active[done]] = layer
+                if bool(done.all()):
+                    break
+                keep = torch.nonzero(~done).squeeze(1)
+                hidden = hidden.index_select(0, keep)
+                mask = mask.index_select(0, keep)
+                active = active.index_select(0, keep)
+                cls = cls.index_select(0, keep)
+                longest = int(mask.sum(dim=1).max())
+                if longest < mask.shape[1]:  # columns that are padding in every remaining row
+                    hidden, mask = hidden[:, :longest], mask[:, :longest]
+            if saturation:
+                previous = cls
+        return out_scores, out_exits
+
+    def layer_records(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[str],
+        level: Level | str = FULL,
+        batch_size: int | None = None,
+        classifier: bool = True,
+    ) -> LayerRecords:
+        """Run every layer of ``level`` on every pair (no exit), recording each exit's score
+        and signals: what calibration simulates every threshold from."""
+        level = self.check_level(level)
+        depth = sub_network(self.config, level).depth
+        ids, types = encode_pairs(
+            self.tokenizer, list(queries), list(passages), self.max_length, self._types
+        )
+        n = len(ids)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        scores = np.empty((n, depth), dtype=np.float32)
+        saturation = np.empty((n, depth), dtype=np.float32)
+        use_classifier = classifier and self.has_classifier
+        probabilities = np.empty((n, depth), dtype=np.float32) if use_classifier else None
+        for rows in _batches(lengths, batch_size or self.batch_size):
+            input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
+            with torch.inference_mode():
+                layer_scores, states = self.net.exit_outputs(input_ids, token_types, mask, level)
+                cosines = [
+                    F.cosine_similarity(states[i + 1], states[i], dim=-1) for i in range(depth)
+                ]
+                scores[rows] = layer_scores.float().cpu().numpy()
+                saturation[rows] = torch.stack(cosines, 1).float().cpu().numpy()
+                if probabilities is not None:
+                    probs = [
+                        torch.sigmoid(self.net.classifier(i, states[i + 1], layer_scores[:, i]))
+                        for i in range(depth)
+                    ]
+                    probabilities[rows] = torch.stack(probs, 1).float().cpu().numpy()
+        return LayerRecords(
+            scores=scores,
+            saturation=saturation,
+            classifier=probabilities,
+            layer_cost=self._layer_costs(lengths, level.width),
+            full_cost=self._layer_costs(lengths, 100) * self.num_layers,
+            level=level,
+            num_layers=self.num_layers,
+        )
+
+    def _layer_costs(self, lengths: np.ndarray, width: int) -> np.ndarray:
+        level = Level(depth=1, width=width)
+        costs = {int(t): layer_flops(self.config, level, int(t)) for t in np.unique(lengths)}
+        return np.fromiter((costs[int(t)] for t in lengths), dtype=np.int64, count=len(lengths))
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, output: str | Path, training: dict[str, Any] | None = None) -> Path:
+        """Write this ranker as a directory (see the module docstring); returns it."""
+        return write_ranker(
+            output,
+            self.net,
+            self.tokenizer,
+            levels=self._levels,
+            max_length=self.max_length,
+            classifier=self.has_classifier,
+            training=training if training is not None else self.manifest.get("training"),
+            source_model=self.manifest.get("source_model", self.model_name),
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_manifest(model_path: str) -> dict[str, Any]:
+    """A ranker directory's ``elasticir.json``; ``{}`` when there is none or it describes
+    another kind of model (an ElasticDenser checkpoint, say)."""
+    path = Path(model_path) / "elasticir.json"
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputFormatError(path, err.lineno, "a JSON object", err.msg) from err
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        return {}
+    return manifest
+
+
+def _manifest_levels(manifest: dict[str, Any], path: str, config: Any) -> tuple[Level, ...]:
+    raw = manifest.get("levels")
+    if raw is None:
+        return default_levels(config)
+    where = Path(path) / "elasticir.json"
+    if not isinstance(raw, list) or not all(isinstance(spec, str) for spec in raw):
+        raise InputFormatError(where, None, '"levels": a list of level strings', got=repr(raw))
+    try:
+        return level_menu(config, raw)
+    except ValueError as err:
+        raise InputFormatError(where, None, '"levels": compute levels', got=str(err)) from err
+
+
+def write_ranker(
+    output: str | Path,
+    net: RankerNet,
+    tokenizer: Any,
+    *,
+    levels: Sequence[Level | str],
+    max_length: int,
+    classifier: bool,
+    training: dict[str, Any] | None = None,
+    source_model: str | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a ranker directory: encoder, tokenizer, ``exits.safetensors`` and
+    ``extra_files`` (name -> text) first, each renamed into place; ``elasticir.json`` (the
+    mark of a complete ranker, removed first when overwriting) last."""
+    from safetensors.torch import save_file
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "elasticir.json").unlink(missing_ok=True)
+    staging = out / f".tmp-ranker.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    was_training = net.training
+    net.eval()
+    try:
+        net.encoder.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_file(
+            net.exit_state(classifier),
+            str(staging / EXITS_FILE),
+            metadata={"format": "elasticir-exits", "layers": str(net.num_layers)},
+        )
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+        for item in staging.iterdir():
+            item.chmod(0o644)  # some writers leave 0600 temporary files
+            os.replace(item, out / item.name)
+    finally:
+        net.train(was_training)
+        shutil.rmtree(staging, ignore_errors=True)
+    manifest: dict[str, Any] = {
+        "kind": KIND,
+        "levels": [str(Level(level)) for level in levels],
+        "max_length": int(max_length),
+        "exits": {"head": HEAD_DESCRIPTION, "classifier": bool(classifier)},
+    }
+    if classifier:
+        manifest["exits"]["classifier_features"] = CLASSIFIER_DESCRIPTION
+    if source_model is not None:
+        manifest["source_model"] = source_model
+    if training is not None:
+        manifest["training"] = training
+    with atomic_file(out / "elasticir.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
+    return out
+
+
+# --------------------------------------------------------------------------- reranking a run
+
+
+def rerank_run(
+    ranker: ElasticRanker,
+    run: Run,
+    queries: Mapping[str, str],
+    passages: Mapping[str, str] | Callable[[str], str],
+    *,
+    depth: int = 100,
+    level: Level | str = FULL,
+    policy: Policy | str | None = None,
+    batch_size: int | None = None,
+) -> tuple[Run, RankerOutput]:
+    """Rerank each query's top ``depth`` candidates of ``run`` (ties by doc id).
+
+    ``queries``: query id -> text (queries without text are left out); ``passages``: doc id
+    -> text, or a function of the doc id. Returns the reranked run (query id -> {doc id:
+    score}, the ``depth`` reranked candidates only) and the scoring output (pairs in the
+    order of the run's queries, then of their first-stage ranks).
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be positive, got {depth}")
+    lookup = passages if callable(passages) else passages.__getitem__
+    pairs: list[tuple[str, str]] = []
+    texts_q: list[str] = []
+    texts_p: list[str] = []
+    for qid, docs in run.items():
+        if qid not in queries:
+            continue
+        for doc, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]:
+            pairs.append((qid, doc))
+            texts_q.append(queries[qid])
+            texts_p.append(lookup(doc))
+    output = ranker.score_pairs(texts_q, texts_p, level=level, policy=policy, batch_size=batch_size)
+    reranked: dict[str, dict[str, float]] = {}
+    for (qid, doc), score in zip(pairs, output.scores.tolist()):
+        reranked.setdefault(qid, {})[doc] = float(score)
+    return reranked, output
+
+
+class RankerScorer(Reranker):
+    """An :class:`ElasticRanker` as a cascade stage's scorer (``elasticir.rerank.pipeline``):
+    ``score(query, passages) -> float32 scores`` at ``level`` under ``policy``, so
+    ``dense % 100 >> RankerScorer(ranker, policy=calibration.policy)`` reranks.
+
+    Passages may be ``Passage`` records (their ``encoder_text()``) or strings. ``stats``
+    totals what the calls cost (pairs, FLOPs spent and the full model's, exit layers), kept
+    under a lock so threads may share the scorer.
+    """
+
+    def __init__(
+        self,
+        ranker: ElasticRanker,
+        level: Level | str = FULL,
+        policy: Policy | str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.ranker = ranker
+        self.level = ranker.check_level(level)
+        self.policy = None if policy is None else parse_policy(policy)
+        ranker._resolve(self.level, self.policy)  # fail now, not at the first query
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._totals = {"pairs": 0, "flops": 0, "full_flops": 0, "exit_layers": 0}
+
+    def score(self, query: str, passages: Sequence[Passage | str]) -> np.ndarray:
+        texts = [p if isinstance(p, str) else p.encoder_text() for p in passages]
+        output = self.ranker.score(query, texts, self.level, self.policy, self.batch_size)
+        with self._lock:
+            self._totals["pairs"] += len(output)
+            self._totals["flops"] += output.total_flops
+            self._totals["full_flops"] += int(output.full_flops.sum())
+            self._totals["exit_layers"] += int(output.exit_layers.sum())
+        return output.scores
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Pairs scored, FLOPs spent, the full model's FLOPs, speedup and mean exit layer."""
+        with self._lock:
+            totals = dict(self._totals)
+        pairs, spent = totals["pairs"], totals["flops"]
+        return {
+            "pairs": pairs,
+            "flops": spent,
+            "full_flops": totals["full_flops"],
+            "speedup": totals["full_flops"] / spent if spent else 1.0,
+            "mean_exit_layer": totals["exit_layers"] / pairs if pairs else 0.0,
+        }
+
+    def __repr__(self) -> str:
+        policy = "" if self.policy is None else f", policy={self.policy.spec!r}"
+        return f"RankerScorer({self.ranker.model_name!r}, level={str(self.level)!r}{policy})"

@@ -1,0 +1,353 @@
+"""DiPair token cache: each passage's first ``k`` projected token vectors, on disk in shards.
+
+Layout of a cache directory (by convention ``<index>.dipair/`` beside a dense index)::
+
+    meta.json            DiPair model fingerprint, k, dim, dtype, shard size, corpus
+    shard-00000.ids      one doc id per line, in corpus order
+    shard-00000.len      (rows,) int32: tokens kept per passage (< k for short passages)
+    shard-00000.npy      (rows, k, dim) float16, the same rows in the same order
+    ...
+
+It is written like an :class:`~elasticir.index.store.EmbeddingStore`: shard ``s`` holds
+passages ``[s * shard_size, (s + 1) * shard_size)`` of the corpus in reading order, each file
+is renamed into place only once complete (``.ids``, then ``.len``, then ``.npy``, so an
+``.npy`` proves its shard is whole), and rerunning after a kill keeps finished shards and
+encodes the rest. ``meta.json`` is checked on every rerun: a cache made by another DiPair
+model (fingerprint), with another ``k``, ``dim``, shard size or corpus is refused.
+
+Rows beyond a passage's length are zeros; the DiPair head masks them out.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from elasticir.data.corpus import count_passages, iter_corpus
+from elasticir.data.errors import InputFormatError
+from elasticir.data.files import atomic_file
+from elasticir.index.store import (
+    EncodeReport,
+    ShardedDirectory,
+    _chunks,
+    _remove_stale_leftovers,
+    _write_json,
+)
+from elasticir.progress import progress_bar
+
+if TYPE_CHECKING:
+    from elasticir.rerank.dipair import DiPair
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DEFAULT_SHARD_SIZE",
+    "MissingTokensError",
+    "TokenCache",
+    "TokenEncoder",
+    "build_token_cache",
+    "default_cache_dir",
+    "write_token_cache",
+]
+
+CACHE_FORMAT = "elasticir-dipair-tokens"
+DEFAULT_SHARD_SIZE = 4096
+DTYPE = "float16"
+# meta.json fields that must agree for a rerun to add to an existing cache
+_CHECKED = ("format", "model_fingerprint", "k", "dim", "dtype", "shard_size", "corpus")
+
+# texts, progress -> (tokens (n, k, dim), lengths (n,))
+TokenEncoder = Callable[[Sequence[str], Callable[[int], None]], tuple[np.ndarray, np.ndarray]]
+
+
+class MissingTokensError(ValueError):
+    """Doc ids asked of a token cache that it does not hold."""
+
+    def __init__(self, path: Path, doc_ids: Sequence[str]) -> None:
+        self.doc_ids = list(doc_ids)
+        shown = ", ".join(self.doc_ids[:10]) + (" ..." if len(self.doc_ids) > 10 else "")
+        super().__init__(
+            f"{path}: {len(self.doc_ids)} doc id(s) not in the DiPair token cache: {shown}; "
+            "build the cache from the corpus the candidates come from"
+        )
+
+
+def default_cache_dir(index: str | Path) -> Path:
+    """Where the token cache of an index directory goes by convention: ``<index>.dipair``."""
+    index = Path(index)
+    return index.with_name(index.name + ".dipair")
+
+
+class TokenCache(ShardedDirectory):
+    """Read access to a cache directory written by :func:`build_token_cache`.
+
+    ``lookup`` reads only the rows it needs from memory-mapped shards; the id -> row map is
+    built on first use (one pass over the ``.ids`` files).
+    """
+
+    _FORMAT = CACHE_FORMAT
+    _NOT_ONE = (
+        "not a DiPair token cache (no meta.json); build it with "
+        "DiPair.build_cache (or `elasticir index` with a DiPair model)"
+    )
+    _UNFINISHED = (
+        "building the token cache has not finished reading the corpus "
+        "yet; rerun it (it resumes where it stopped)"
+    )
+    _INCOMPLETE = (
+        "{count} shard(s) not built yet ({shown}); rerun the "
+        "cache build (every shard i/n part) to finish it"
+    )
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._rows: dict[str, int] | None = None
+        self._ids: list[str] = []
+        self._offsets: np.ndarray | None = None
+        self._tokens: list[np.ndarray] = []
+        self._lengths: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def model_fingerprint(self) -> str:
+        return str(self.meta["model_fingerprint"])
+
+    def _open(self) -> None:
+        if self._rows is not None:
+            return
+        self._check_complete()
+        ids: list[str] = []
+        offsets = [0]
+        tokens: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        for npy in self.shard_paths():
+            shard_ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
+            array = np.load(npy, mmap_mode="r")
+            with open(npy.with_suffix(".len"), "rb") as fh:
+                shard_lengths = np.load(fh)
+            if array.shape != (len(shard_ids), self.k, self.dim) or array.dtype != np.float16:
+                raise InputFormatError(
+                    npy,
+                    None,
+                    f"float16 of shape ({len(shard_ids)}, {self.k}, {self.dim})",
+                    f"{array.dtype} {array.shape}",
+                )
+            if shard_lengths.shape != (len(shard_ids),):
+                raise InputFormatError(
+                    npy.with_suffix(".len"), None, f"{len(shard_ids)} lengths", shard_lengths.shape
+                )
+            ids.extend(shard_ids)
+            offsets.append(len(ids))
+            tokens.append(array)
+            lengths.append(shard_lengths.astype(np.int32))
+        rows = {doc_id: row for row, doc_id in enumerate(ids)}
+        if len(rows) != len(ids):
+            raise InputFormatError(self.path, None, "unique doc ids across shards")
+        self._ids, self._tokens = ids, tokens
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int32)
+        self._rows = rows
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Every doc id, in corpus order."""
+        self._open()
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        self._open()
+        return len(self._ids)
+
+    def __contains__(self, doc_id: object) -> bool:
+        self._open()
+        assert self._rows is not None
+        return doc_id in self._rows
+
+    def lookup(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens ``(n, k, dim)`` float16 and lengths ``(n,)`` int32 of ``doc_ids``, in order.
+
+        Raises :class:`MissingTokensError` listing the ids the cache lacks.
+        """
+        self._open()
+        assert self._rows is not None and self._offsets is not None
+        assert self._lengths is not None
+        rows_map = self._rows
+        missing = [d for d in doc_ids if d not in rows_map]
+        if missing:
+            raise MissingTokensError(self.path, list(dict.fromkeys(missing)))
+        rows = np.fromiter((rows_map[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
+        out = np.empty((len(rows), self.k, self.dim), dtype=np.float16)
+        shards = np.searchsorted(self._offsets, rows, side="right") - 1
+        for shard in np.unique(shards):
+            where = np.nonzero(shards == shard)[0]
+            local = rows[where] - self._offsets[shard]
+            order = np.argsort(local, kind="stable")  # ascending reads from the memory map
+            out[where[order]] = self._tokens[int(shard)][local[order]]
+        return out, self._lengths[rows].copy()
+
+    def load(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every doc id, all tokens ``(n, k, dim)`` float16 and lengths ``(n,)``, in memory."""
+        self._open()
+        assert self._lengths is not None
+        if self._tokens:
+            tokens = np.concatenate([np.asarray(t) for t in self._tokens])
+        else:
+            tokens = np.empty((0, self.k, self.dim), np.float16)
+        return list(self._ids), tokens, self._lengths.copy()
+
+
+def build_token_cache(
+    corpus: str | Path,
+    cache_dir: str | Path,
+    dipair: DiPair,
+    *,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> EncodeReport:
+    """Encode every passage of ``corpus`` with ``dipair`` into the cache at ``cache_dir``.
+
+    Resumable (see the module docstring); ``shard=(i, n)`` builds only shards ``s % n == i``
+    so ``n`` processes can share one corpus and one cache. Raises ``ValueError`` when the
+    directory holds a cache made by another model or with other settings.
+    """
+
+    def encode(texts: Sequence[str], advance: Callable[[int], None]) -> tuple[Any, Any]:
+        return dipair.encode_passages(texts, batch_size=batch_size, progress=advance)
+
+    return write_token_cache(
+        corpus,
+        cache_dir,
+        encode,
+        model=dipair.describe(),
+        k=dipair.k,
+        dim=dipair.dim,
+        shard_size=shard_size,
+        shard=shard,
+        progress=progress,
+    )
+
+
+def write_token_cache(
+    corpus: str | Path,
+    cache_dir: str | Path,
+    encode: TokenEncoder,
+    *,
+    model: dict[str, Any],
+    k: int,
+    dim: int,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+    label: str | None = None,
+) -> EncodeReport:
+    """The writer behind :func:`build_token_cache`, for any ``encode(texts, advance)``.
+
+    ``model`` describes the encoding and must hold a ``"model_fingerprint"``: the cache is
+    refused to any other. (Training uses it for the frozen encoder's unprojected outputs.)
+    """
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if not model.get("model_fingerprint"):
+        raise ValueError("a token cache needs the encoding's model_fingerprint")
+    cache_dir = Path(cache_dir)
+    created = not cache_dir.exists()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": CACHE_FORMAT,
+        "version": 1,
+        "model": model,
+        "model_fingerprint": model["model_fingerprint"],
+        "k": int(k),
+        "dim": int(dim),
+        "dtype": DTYPE,
+        "shard_size": shard_size,
+        "corpus": str(Path(corpus).resolve()),
+    }
+    try:
+        return _write_into(corpus, cache_dir, encode, meta, shard, progress, label)
+    except BaseException:
+        # Nothing half-made is left by a run that fails before its first shard.
+        if created and not any(cache_dir.glob("shard-*.npy")):
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        raise
+
+
+def _write_into(
+    corpus: str | Path,
+    cache_dir: Path,
+    encode: TokenEncoder,
+    meta: dict[str, Any],
+    shard: tuple[int, int],
+    progress: bool,
+    label: str | None,
+) -> EncodeReport:
+    index, count = shard
+    k, dim, shard_size = meta["k"], meta["dim"], meta["shard_size"]
+    _remove_stale_leftovers(cache_dir)
+    meta = _open_meta(cache_dir, meta)
+    total = count_passages(corpus)
+    start = time.perf_counter()
+    encoded = 0
+    num_shards = 0
+    with progress_bar(progress, total, label or f"DiPair tokens {Path(corpus).name}") as advance:
+        for number, passages in enumerate(_chunks(iter_corpus(corpus), shard_size)):
+            num_shards = number + 1
+            target = cache_dir / f"shard-{number:05d}.npy"
+            if number % count != index or target.exists():
+                advance(len(passages))
+                continue
+            tokens, lengths = encode([p.encoder_text() for p in passages], advance)
+            if tokens.shape != (len(passages), k, dim) or lengths.shape != (len(passages),):
+                raise ValueError(
+                    f"the token encoder returned {tokens.shape} tokens and {lengths.shape} "
+                    f"lengths for {len(passages)} passages (k={k}, dim={dim})"
+                )
+            if not np.all(np.abs(tokens) <= np.finfo(np.float16).max):
+                raise ValueError("token vectors overflow float16 (or are not finite)")
+            _write_shard(target, [p.doc_id for p in passages], tokens, lengths)
+            encoded += len(passages)
+    if meta.get("num_shards") != num_shards:
+        meta = {**meta, "num_shards": num_shards, "num_passages": total}
+        _write_json(cache_dir / "meta.json", meta)
+    complete = not TokenCache(cache_dir).missing_shards()
+    return EncodeReport(total, encoded, complete, time.perf_counter() - start)
+
+
+def _open_meta(cache_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    path = cache_dir / "meta.json"
+    if not path.exists():
+        _write_json(path, meta)
+        return meta
+    existing = json.loads(path.read_text(encoding="utf-8"))
+    differ = [key for key in _CHECKED if existing.get(key) != meta.get(key)]
+    if differ:
+        details = "; ".join(
+            f"{key}: cache has {existing.get(key)!r}, asked {meta.get(key)!r}" for key in differ
+        )
+        raise ValueError(
+            f"{cache_dir} holds DiPair tokens made differently ({details}); "
+            "use another directory or delete this one"
+        )
+    return existing
+
+
+def _write_shard(target: Path, doc_ids: list[str], tokens: np.ndarray, lengths: np.ndarray) -> None:
+    with atomic_file(target.with_suffix(".ids")) as tmp:
+        tmp.write_text("".join(f"{d}\n" for d in doc_ids), encoding="utf-8")
+    with atomic_file(target.with_suffix(".len")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(lengths, dtype=np.int32))
+    with atomic_file(target) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(tokens, dtype=np.float16))

@@ -1,0 +1,94 @@
+"""What the training configs share: their JSON file form and the settings that key a run.
+
+Each ``elasticir train ...`` command is decided by one frozen dataclass (e.g.
+:class:`~elasticir.train.denser.DenserTrainConfig`) that mixes in :class:`TrainConfigFile`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from elasticir.data.errors import InputFormatError
+
+__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile"]
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+_Config = TypeVar("_Config", bound="TrainConfigFile")
+
+
+class TrainConfigFile:
+    """``to_json`` / ``from_json`` (and the dict forms) of a training config dataclass.
+
+    ``_RUN_ONLY_FIELDS`` names the fields that do not change what is trained (where the run
+    writes, how fast it runs): they may differ between a run and its resume, and are left out
+    of :meth:`training_fields`, which keys checkpoints and caches.
+    """
+
+    _RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # fields every training config has (declared here for the methods below)
+    base_model: str | None
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: paths as strings, tuples as lists."""
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[item.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls: type[_Config], values: dict[str, Any]) -> _Config:
+        """The config of ``values`` (any subset of the fields); JSON lists of the tuple-typed
+        fields become tuples. Raises ``ValueError`` naming unknown keys and the known ones."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        known = {item.name for item in fields}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        values = dict(values)
+        for item in fields:
+            if str(item.type).startswith("tuple[") and isinstance(values.get(item.name), list):
+                values[item.name] = tuple(values[item.name])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls: type[_Config], path: str | Path) -> _Config:
+        """Read a config file written by :meth:`to_json` (any subset of the fields).
+
+        Relative paths inside are taken as written, i.e. relative to the working directory.
+        """
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise InputFormatError(path, err.lineno, "a JSON object of settings", err.msg) from err
+        if not isinstance(values, dict):
+            raise InputFormatError(path, None, "a JSON object of settings", type(values).__name__)
+        return cls.from_dict(values)
+
+    def training_fields(self) -> dict[str, Any]:
+        """The settings that decide the trained weights (not where or how fast it runs)."""
+        values = self.to_dict()
+        for name in self._RUN_ONLY_FIELDS:
+            values.pop(name)
+        return values
+
+    def base_model_name(self) -> str:
+        """How ``elasticir.json`` names the base model: a name or an absolute path."""
+        if self.base_model is None:
+            return DEFAULT_MODEL_NAME
+        path = Path(self.base_model).expanduser()
+        return str(path.resolve()) if path.exists() else self.base_model
