@@ -342,3 +342,24 @@ def test_cli_reranks_through_a_token_cache(
     cached, fresh = read_run(tmp_path / "a"), read_run(tmp_path / "b")
     assert {q: set(d) for q, d in cached.items()} == {q: set(d) for q, d in fresh.items()}
     assert all(len(d) == 3 for d in cached.values())
+
+
+def test_python_cascade_takes_the_corpus_from_the_first_stage(
+    straight: Path, tmp_path: Path, denser
+) -> None:
+    """``dense % 10 >> dipair % 3``: passages come from the corpus the index was built from."""
+    from elasticir import api
+    from elasticir.data import read_topics, sample_dataset
+    from elasticir.rerank.dipair import DiPair, DiPairScorer
+    from elasticir.rerank.pipeline import DenseRetrieval
+
+    sample = sample_dataset()
+    api.build_index(api.IndexConfig(sample.corpus, tmp_path / "ix", progress=False), encoder=denser)
+    dense = DenseRetrieval(tmp_path / "ix", denser)
+    assert dense.corpus == sample.corpus.resolve()
+    pipeline = dense % 10 >> DiPairScorer(DiPair.load(straight)) % 3
+    queries = read_topics(sample.queries)[:3]
+    run, first = pipeline.run(queries), (dense % 10).run(queries)
+    assert all(len(run[q.query_id]) == 3 for q in queries)
+    assert all(set(run[q.query_id]) <= set(first[q.query_id]) for q in queries)
+    assert pipeline.reports()["Rerank(DiPairScorer)"]["pairs scored"] == 30

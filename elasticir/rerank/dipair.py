@@ -44,6 +44,7 @@ from torch import nn
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
+from elasticir.rerank.pipeline import Reranker
 
 if TYPE_CHECKING:
     from elasticir.data.records import Passage, Query, Run
@@ -648,7 +649,7 @@ class DiPair:
         return path
 
 
-class DiPairScorer:
+class DiPairScorer(Reranker):
     """A :class:`DiPair` as a ``Rerank`` stage's scorer: ``score(query, passages)``.
 
     With a token cache, passages are looked up by ``doc_id`` (their text is not read);

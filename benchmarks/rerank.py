@@ -1,0 +1,278 @@
+"""Reranking benchmark: ElasticRanker (levels, calibrated early exit) and DiPair, measured.
+
+    python benchmarks/rerank.py --ranker models/ranker --dipair models/dipair
+
+Needs a trained ElasticRanker (``elasticir train ranker``) and DiPair head (``elasticir train
+dipair``); the dense stores of ``benchmarks/foundation.py`` (indexes/bench/, built on first
+use). In one run on this machine:
+
+* first stages: the shipped DL19 BM25 run (top 100), the base bi-encoder's dense top 100 on
+  DL19, and its dense top 100 on nq-open with the DL19 passages as distractors;
+* rerankers of each first stage: the bi-encoder's own scores (the reference point), the
+  ElasticRanker at every level of its menu, the ElasticRanker under each calibrated exit
+  policy, and DiPair (from a token cache built for the corpus);
+* calibration (Learn-then-Test, ``--delta``/``--epsilon``, consistency loss, no labels) on
+  queries that are never reported: MS MARCO dev-subset queries over the DL19 pool for DL19,
+  DPR NQ dev questions over the NQ + distractor corpus for NQ; the reported drop is measured on
+  the evaluation queries (nDCG@10 with qrels for DL19, against the full ranker);
+* pairs/s of every reranker on the same pairs, in interleaved rounds (ratios to the full
+  cross-encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from foundation import DL_MEASURES, WORK, encode, log, machine  # noqa: E402
+
+from elasticir.data import get_dataset, load_passages, read_qrels, read_run  # noqa: E402
+from elasticir.data.records import Query  # noqa: E402
+from elasticir.data.topics import read_qas, read_topics  # noqa: E402
+from elasticir.encoders.denser import ElasticDenser  # noqa: E402
+from elasticir.eval.measures import evaluate  # noqa: E402
+from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
+from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.rerank.dipair import DiPair, DiPairScorer  # noqa: E402
+from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
+from elasticir.rerank.policies import (  # noqa: E402
+    PolicyFamily,
+    calibrate,
+    calibration_queries,
+)
+from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
+
+FAMILIES = ("entropy", "margin", "saturation", "classifier")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranker", required=True, help="Trained ElasticRanker directory")
+    parser.add_argument("--dipair", help="Trained DiPair directory (row left out without)")
+    parser.add_argument("--out", type=Path, default=Path("results/rerank"))
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--delta", type=float, default=0.02)
+    parser.add_argument("--epsilon", type=float, default=0.1)
+    parser.add_argument("--calibration-queries", type=int, default=300)
+    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="Evaluate on the first N queries (smoke test)"
+    )
+    args = parser.parse_args()
+    dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
+    base = ElasticDenser()
+    ranker = ElasticRanker(args.ranker)
+    dipair = DiPair.load(args.dipair) if args.dipair else None
+    report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report["models"] = {"ranker": args.ranker, "dipair": args.dipair}
+
+    log("first stages")
+    stores = {name: encode(base, ds.corpus, name) for name, ds in (("dl19", dl), ("nq", nq))}
+    dl_queries = read_topics(dl.queries)[: args.limit]
+    nq_queries = read_topics(nq.queries)[: args.limit]
+    corpora = {"dl19": [dl.corpus], "nq+dl19": [nq.corpus, dl.corpus]}
+    passages = {name: _passages(paths) for name, paths in corpora.items()}
+    vectors = {
+        "dl19": EmbeddingStore(stores["dl19"]).load(),
+        "nq+dl19": _concat(
+            EmbeddingStore(stores["nq"]).load(), EmbeddingStore(stores["dl19"]).load()
+        ),
+    }
+    firsts = {
+        "dl19 BM25 top-100 (shipped run)": ("dl19", _cut(read_run(dl.runs["bm25"]), args.depth)),
+        "dl19 dense top-100": ("dl19", _dense(base, vectors["dl19"], dl_queries, args.depth)),
+        "nq+dl19 dense top-100": (
+            "nq+dl19",
+            _dense(base, vectors["nq+dl19"], nq_queries, args.depth),
+        ),
+    }
+
+    log("calibration on queries that are never reported")
+    calibrations = {
+        "dl19": _calibrate(
+            ranker, base, vectors["dl19"], passages["dl19"], "msmarco-dev-subset", args
+        ),
+        "nq+dl19": _calibrate(
+            ranker, base, vectors["nq+dl19"], passages["nq+dl19"], "dpr-nq-dev", args
+        ),
+    }
+    report["calibration"] = {
+        name: {family: c.to_dict() for family, c in cal.items()}
+        for name, cal in calibrations.items()
+    }
+
+    qrels, qas = read_qrels(dl.qrels), read_qas(nq.qas)
+    tables = {}
+    for name, (corpus, first) in firsts.items():
+        log(f"reranking: {name}")
+        queries = dl_queries if corpus == "dl19" else nq_queries
+        scorers = _scorers(ranker, base, dipair, calibrations[corpus], corpus)
+        rows = {"first stage": first}
+        for label, scorer in scorers.items():
+            rows[label] = (RunFile(first) >> Rerank(scorer, passages[corpus], name=label)).run(
+                queries
+            )
+        metric = (
+            (lambda run: evaluate(run, qrels, DL_MEASURES))
+            if corpus == "dl19"
+            else (
+                lambda run, q=queries, c=corpus: answer_accuracy(
+                    run, qas, passage_texts(passages[c].values()), ks=(1, 5, 20), topics=q
+                )
+            )
+        )
+        table = {label: metric(run) for label, run in rows.items()}
+        full = rows["ElasticRanker full"]
+        for label, run in rows.items():
+            if label.startswith("ElasticRanker policy"):
+                table[label]["drop_vs_full_nDCG@10"] = (
+                    _drop(run, full, qrels) if corpus == "dl19" else None
+                )
+                table[label]["speedup"] = scorers[label].stats.get("speedup")
+        tables[name] = table
+    report["quality"] = tables
+
+    log("speed: pairs/s, interleaved rounds")
+    report["speed"] = _speed(ranker, base, dipair, calibrations["dl19"], firsts, passages, args)
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    args.out.with_suffix(".md").write_text(render(report))
+    print(render(report))
+
+
+def _passages(paths: list[Path]) -> dict:
+    out = {}
+    for path in paths:
+        out.update(load_passages(path))
+    return out
+
+
+def _concat(a, b):
+    return a[0] + b[0], np.concatenate([a[1], b[1]])
+
+
+def _cut(run: dict, depth: int) -> dict:
+    return {
+        q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q, d in run.items()
+    }
+
+
+def _dense(encoder: ElasticDenser, store, queries: list[Query], depth: int) -> dict:
+    import faiss
+
+    ids, vectors = store
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    scores, rows = index.search(encoder.encode_queries([q.text for q in queries]), depth)
+    return {
+        q.query_id: {ids[r]: float(s) for s, r in zip(ss, rr) if r >= 0}
+        for q, ss, rr in zip(queries, scores, rows)
+    }
+
+
+def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
+    """One calibration per policy family, on ``topics_name`` queries over the same corpus."""
+    topics = read_topics(get_dataset(topics_name).queries)
+    sample = random.Random(13).sample(topics, min(args.calibration_queries, len(topics)))
+    run = _dense(base, store, sample, args.depth)
+    texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
+    data = calibration_queries(run, {q.query_id: q.text for q in sample}, texts, depth=args.depth)
+    out = {}
+    for family in FAMILIES:
+        try:
+            out[family] = calibrate(ranker, data, PolicyFamily(family), args.delta, args.epsilon)
+        except ValueError as err:  # e.g. a ranker trained without the exit classifier
+            log(f"calibration {family}: {err}")
+    return out
+
+
+def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
+    scorers = {"bi-encoder scores (reference)": BiEncoderScorer(base)}
+    for level in ranker.levels:
+        scorers[f"ElasticRanker {level}"] = RankerScorer(ranker, level)
+    for family, calibration in calibrations.items():
+        scorers[f"ElasticRanker policy {family} ({calibration.policy.spec})"] = RankerScorer(
+            ranker, calibration.level, calibration.policy
+        )
+    if dipair is not None:
+        cache = WORK / f"{corpus}.dipair-{dipair.fingerprint}"
+        for path in [get_dataset("msmarco-dl19").corpus] if corpus == "dl19" else []:
+            dipair.build_cache(path, cache)
+        scorers["DiPair"] = DiPairScorer(dipair, cache if corpus == "dl19" else None)
+    return scorers
+
+
+def _drop(run: dict, full: dict, qrels: dict) -> float:
+    a = evaluate(full, qrels, ("nDCG@10",))["nDCG@10"]
+    b = evaluate(run, qrels, ("nDCG@10",))["nDCG@10"]
+    return round(a - b, 4)
+
+
+def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
+    """pairs/s of each reranker on the same 10 queries x depth candidates (DL19 BM25)."""
+    _, first = firsts["dl19 BM25 top-100 (shipped run)"]
+    queries = {q.query_id: q.text for q in read_topics(get_dataset("msmarco-dl19").queries)}
+    chosen = [q for q in first if q in queries][:10]
+    work = [(queries[q], [passages["dl19"][d] for d in first[q]]) for q in chosen]
+    scorers = _scorers(ranker, base, dipair, calibrations, "dl19")
+    times = {label: [] for label in scorers}
+    for _ in range(args.speed_rounds):
+        for label in random.Random(len(times[next(iter(times))])).sample(
+            list(scorers), len(scorers)
+        ):
+            start = time.perf_counter()
+            for text, docs in work:
+                scorers[label].score(text, docs)
+            times[label].append(time.perf_counter() - start)
+    pairs = sum(len(docs) for _, docs in work)
+    full = times["ElasticRanker full"]
+    return {
+        label: {
+            "pairs_per_s": round(pairs / statistics.median(t), 1),
+            "speedup_vs_full": round(statistics.median([f / x for f, x in zip(full, t)]), 2),
+        }
+        for label, t in times.items()
+    }
+
+
+def render(report: dict) -> str:
+    lines = ["# Reranking benchmark", "", f"Machine: {report['machine']}.", ""]
+    for name, table in report["quality"].items():
+        measures = [m for m in next(iter(table.values())) if not m.startswith(("drop", "speedup"))]
+        lines += [
+            f"## {name}",
+            "",
+            "| reranker | " + " | ".join(measures) + " | drop | FLOPs speedup |",
+        ]
+        lines.append("|---|" + "---|" * (len(measures) + 2))
+        for label, row in table.items():
+            cells = " | ".join(f"{row[m]:.4f}" for m in measures)
+            drop, speedup = row.get("drop_vs_full_nDCG@10"), row.get("speedup")
+            lines.append(
+                f"| {label} | {cells} | {'' if drop is None else drop} | "
+                f"{'' if speedup is None else f'{speedup:.2f}x'} |"
+            )
+        lines.append("")
+    lines += [
+        "## Speed (DL19 BM25 candidates)",
+        "",
+        "| reranker | pairs/s | vs full |",
+        "|---|---|---|",
+    ]
+    for label, row in report["speed"].items():
+        lines.append(f"| {label} | {row['pairs_per_s']} | {row['speedup_vs_full']}x |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
