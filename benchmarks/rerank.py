@@ -88,7 +88,10 @@ def main() -> None:
         ),
     }
     firsts = {
-        "dl19 BM25 top-100 (shipped run)": ("dl19", _cut(read_run(dl.runs["bm25"]), args.depth)),
+        "dl19 BM25 top-100 (shipped run)": (
+            "dl19",
+            _cut(read_run(dl.runs["bm25"]), args.depth, {q.query_id for q in dl_queries}),
+        ),
         "dl19 dense top-100": ("dl19", _dense(base, vectors["dl19"], dl_queries, args.depth)),
         "nq+dl19 dense top-100": (
             "nq+dl19",
@@ -110,7 +113,10 @@ def main() -> None:
         for name, cal in calibrations.items()
     }
 
-    qrels, qas = read_qrels(dl.qrels), read_qas(nq.qas)
+    evaluated = {q.query_id for q in dl_queries}
+    qrels = {q: j for q, j in read_qrels(dl.qrels).items() if q in evaluated}
+    asked = {q.text.strip() for q in nq_queries}
+    qas = [pair for pair in read_qas(nq.qas) if pair.question.strip() in asked]
     tables = {}
     for name, (corpus, first) in firsts.items():
         log(f"reranking: {name}")
@@ -161,9 +167,12 @@ def _concat(a, b):
     return a[0] + b[0], np.concatenate([a[1], b[1]])
 
 
-def _cut(run: dict, depth: int) -> dict:
+def _cut(run: dict, depth: int, queries: set[str]) -> dict:
+    """Each query's top ``depth``, for the evaluated ``queries`` only."""
     return {
-        q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q, d in run.items()
+        q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth])
+        for q, d in run.items()
+        if q in queries
     }
 
 
@@ -182,7 +191,10 @@ def _dense(encoder: ElasticDenser, store, queries: list[Query], depth: int) -> d
 
 def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     """One calibration per policy family, on ``topics_name`` queries over the same corpus."""
-    topics = read_topics(get_dataset(topics_name).queries)
+    from elasticir.data.topics import read_queries_any
+
+    dataset = get_dataset(topics_name)
+    topics = read_queries_any(dataset.queries or dataset.qas)
     sample = random.Random(13).sample(topics, min(args.calibration_queries, len(topics)))
     run = _dense(base, store, sample, args.depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
