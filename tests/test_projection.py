@@ -38,7 +38,7 @@ def test_projection_applies_normalises_and_fingerprints() -> None:
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     expected = vectors @ matrix.T
     np.testing.assert_allclose(
-        out, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-5
+        out, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-5, atol=1e-6
     )
     assert Projection(matrix.copy(), True).fingerprint == projection.fingerprint
     assert Projection(matrix, False).fingerprint != projection.fingerprint

@@ -21,6 +21,7 @@ per dimension, and string metadata ``format``, ``space_fingerprint``, ``normaliz
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ class Projection:
         digest.update(matrix.tobytes())
         object.__setattr__(self, "fingerprint", digest.hexdigest()[:16])
 
+    @functools.cached_property
+    def _matrix_t(self):  # (in_dim, dim) torch view of the read-only matrix
+        import torch
+
+        return torch.from_numpy(self.matrix.T.copy())
+
     @property
     def dim(self) -> int:
         return int(self.matrix.shape[0])
@@ -82,10 +89,15 @@ class Projection:
                 f"projection to {self.dim} dims takes (n, {self.in_dim}) vectors, got "
                 f"{vectors.shape}"
             )
-        out = vectors @ self.matrix.T
-        if self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        # torch, not numpy: numpy's BLAS threads spin after a call and would steal the CPU
+        # from the encoder's next batch (measured: up to 35% slower query encoding)
+        import torch
+
+        with torch.inference_mode():
+            out = torch.from_numpy(np.ascontiguousarray(vectors)) @ self._matrix_t
+            if self.normalize:
+                out = torch.nn.functional.normalize(out, dim=-1, eps=1e-12)
+            return out.numpy().copy()
 
     def describe(self) -> dict[str, Any]:
         return {"dim": self.dim, "in_dim": self.in_dim, "fingerprint": self.fingerprint}
