@@ -45,6 +45,7 @@ from torch import nn
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
 from elasticir.rerank.pipeline import Reranker
+from elasticir.train.config import check_int
 
 if TYPE_CHECKING:
     from elasticir.data.records import Passage, Query, Run
@@ -97,10 +98,9 @@ class DiPairConfig:
 
     def __post_init__(self) -> None:
         for name in ("k", "query_tokens", "dim", "layers", "heads", "query_max_length"):
-            _check_positive(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("ffn", "passage_max_length"):
-            if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name))
+            check_int(name, getattr(self, name), optional=True)
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if not 0 <= self.dropout < 1:
@@ -137,11 +137,6 @@ class DiPairConfig:
         if unknown:
             raise ValueError(f"unknown DiPair setting(s) {', '.join(unknown)}")
         return cls(**values)
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 # --------------------------------------------------------------------------- the head

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 from elasticir.data.errors import InputFormatError
 
-__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile"]
+__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile", "check_int"]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 _Config = TypeVar("_Config", bound="TrainConfigFile")
@@ -31,6 +31,19 @@ class TrainConfigFile:
     # fields every training config has (declared here for the methods below)
     base_model: str | None
     seed: int
+
+    def _settle_paths(self, *names: str) -> None:
+        """In ``__post_init__``: require ``output``; make it and the named optional fields
+        Paths, and ``base_model`` a string."""
+        output = getattr(self, "output", None)
+        if output is None or str(output) == "":
+            raise ValueError("a training run needs an output directory (output=...)")
+        object.__setattr__(self, "output", Path(output))
+        for name in names:
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else Path(value))
+        if getattr(self, "base_model", None) is not None:
+            object.__setattr__(self, "base_model", str(self.base_model))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: paths as strings, tuples as lists."""
@@ -92,3 +105,14 @@ class TrainConfigFile:
             return DEFAULT_MODEL_NAME
         path = Path(self.base_model).expanduser()
         return str(path.resolve()) if path.exists() else self.base_model
+
+
+def check_int(name: str, value: object, least: int = 1, *, optional: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= ``least`` (or None if ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            least, f"an integer >= {least}"
+        )
+        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")

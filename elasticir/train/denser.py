@@ -65,7 +65,7 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import EncoderSettings
 from elasticir.progress import progress_bar
-from elasticir.train.config import TrainConfigFile
+from elasticir.train.config import TrainConfigFile, check_int
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -145,14 +145,7 @@ class DenserTrainConfig(TrainConfigFile):
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        if self.output is None or str(self.output) == "":
-            raise ValueError("a training run needs an output directory (output=...)")
-        put("output", Path(self.output))
-        for name in ("data_root", "cache"):
-            value = getattr(self, name)
-            put(name, None if value is None else Path(value))
-        if self.base_model is not None:
-            put("base_model", str(self.base_model))
+        self._settle_paths("data_root", "cache")
         if self.levels is not None:
             if isinstance(self.levels, str):
                 raise ValueError(f"levels is a list of levels, got the string {self.levels!r}")
@@ -167,13 +160,9 @@ class DenserTrainConfig(TrainConfigFile):
             )
         positive = ("steps", "batch_size", "candidates", "max_query_length", "checkpoint_every")
         for name in (*positive, "importance_queries"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
         for name in ("passage_pool_size", "max_queries", "passage_max_length", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            check_int(name, getattr(self, name), optional=True)
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(
                 f"lr and temperature must be positive, got {self.lr!r} and {self.temperature!r}"

@@ -65,7 +65,7 @@ from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
 from elasticir.progress import progress_bar
 from elasticir.rerank.dipair import DiPair, DiPairConfig, DiPairHead, token_states
-from elasticir.train.config import TrainConfigFile
+from elasticir.train.config import TrainConfigFile, check_int
 from elasticir.train.denser import (
     _device,
     _digest,
@@ -182,14 +182,7 @@ class DiPairTrainConfig(TrainConfigFile):
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        if self.output is None or str(self.output) == "":
-            raise ValueError("a training run needs an output directory (output=...)")
-        put("output", Path(self.output))
-        for name in ("data_root", "cache", "teacher_scores"):
-            value = getattr(self, name)
-            put(name, None if value is None else Path(value))
-        if self.base_model is not None:
-            put("base_model", str(self.base_model))
+        self._settle_paths("data_root", "cache", "teacher_scores")
         if self.sources is not None:
             if isinstance(self.sources, str):
                 raise ValueError(f"sources is a list of names, got the string {self.sources!r}")
@@ -202,11 +195,9 @@ class DiPairTrainConfig(TrainConfigFile):
                 )
             put("sources", sources)
         for name in ("batch_size", "checkpoint_every", "max_passages"):
-            _positive(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("stage1_steps", "stage2_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            check_int(name, getattr(self, name), 0)
         if self.stage1_steps + self.stage2_steps == 0:
             raise ValueError("stage1_steps and stage2_steps are both 0: nothing to train")
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
@@ -216,9 +207,7 @@ class DiPairTrainConfig(TrainConfigFile):
                 "group_size and max_passages must be at least 2 (a positive and a negative)"
             )
         for name in ("max_groups", "threads", "stage2_batch_size"):
-            value = getattr(self, name)
-            if value is not None:
-                _positive(name, value)
+            check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "stage2_lr", "encoder_lr", "teacher_temperature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -258,11 +247,6 @@ class DiPairTrainConfig(TrainConfigFile):
 
     def source_names(self) -> tuple[str, ...]:
         return self.sources if self.sources is not None else tuple(SOURCES)
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 # --------------------------------------------------------------------------- reading the groups

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from elasticir.encoders.projection import write_projections
 from elasticir.progress import progress_bar
-from elasticir.train.config import TrainConfigFile
+from elasticir.train.config import TrainConfigFile, check_int
 
 __all__ = ["ProjectionTrainConfig", "fit_projection", "train_projection"]
 
@@ -64,18 +64,13 @@ class ProjectionTrainConfig(TrainConfigFile):
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "output", Path(self.output))
-        for name in ("data_root", "cache"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, None if value is None else Path(value))
+        self._settle_paths("data_root", "cache")
         dims = tuple(sorted({int(d) for d in self.dims}, reverse=True))
         if not dims or min(dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims!r}")
         object.__setattr__(self, "dims", dims)
         for name in ("steps", "batch_size", "candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError("lr and temperature must be positive")
 

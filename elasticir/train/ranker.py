@@ -90,7 +90,7 @@ from elasticir.rerank.ranker import (
     encode_pairs,
     write_ranker,
 )
-from elasticir.train.config import TrainConfigFile
+from elasticir.train.config import TrainConfigFile, check_int
 from elasticir.train.denser import (
     _check_output,
     _Checkpoint,
@@ -202,13 +202,7 @@ class RankerTrainConfig(TrainConfigFile):
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        if self.output is None or str(self.output) == "":
-            raise ValueError("a training run needs an output directory (output=...)")
-        put("output", Path(self.output))
-        if self.data_root is not None:
-            put("data_root", Path(self.data_root))
-        if self.base_model is not None:
-            put("base_model", str(self.base_model))
+        self._settle_paths("data_root")
         if isinstance(self.sources, str):
             raise ValueError(f"sources is a list of sources, got the string {self.sources!r}")
         sources = tuple(dict.fromkeys(str(s) for s in self.sources))
@@ -239,14 +233,12 @@ class RankerTrainConfig(TrainConfigFile):
             "classifier_steps",
         )
         for name in positive:
-            _check_int(name, getattr(self, name), 1)
-        _check_int("group_size", self.group_size, 2)
-        _check_int("max_length", self.max_length, 16)
-        _check_int("exit_holdout", self.exit_holdout, 0)
+            check_int(name, getattr(self, name))
+        check_int("group_size", self.group_size, 2)
+        check_int("max_length", self.max_length, 16)
+        check_int("exit_holdout", self.exit_holdout, 0)
         for name in ("max_groups_per_source", "threads"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_int(name, value, 1)
+            check_int(name, getattr(self, name), optional=True)
         for name in ("lr", "head_lr", "teacher_temperature", "classifier_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
@@ -264,11 +256,6 @@ class RankerTrainConfig(TrainConfigFile):
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
         if self.exit_weighting not in WEIGHTINGS:
             raise ValueError(f"exit_weighting is one of {WEIGHTINGS}, got {self.exit_weighting!r}")
-
-
-def _check_int(name: str, value: object, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- data
