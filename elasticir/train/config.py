@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 from elasticir.data.errors import InputFormatError
 
-__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile", "check_int"]
+__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile", "check_int", "check_levels", "check_names"]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 _Config = TypeVar("_Config", bound="TrainConfigFile")
@@ -116,3 +116,29 @@ def check_int(name: str, value: object, least: int = 1, *, optional: bool = Fals
             least, f"an integer >= {least}"
         )
         raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
+
+
+def check_levels(levels: object) -> tuple[str, ...]:
+    """A config's ``levels`` list as canonical level names, duplicates dropped, order kept."""
+    from elasticir.encoders.levels import Level
+
+    if isinstance(levels, str):
+        raise ValueError(f"levels is a list of levels, got the string {levels!r}")
+    names = tuple(dict.fromkeys(str(Level(lv)) for lv in levels))  # type: ignore[attr-defined]
+    if not names:
+        raise ValueError("levels is empty: name at least one level, or None for defaults")
+    return names
+
+
+def check_names(field: str, values: object, known: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A config's list of names (e.g. training ``sources``): each known, duplicates dropped."""
+    if isinstance(values, str):
+        raise ValueError(f"{field} is a list of names, got the string {values!r}")
+    names = tuple(dict.fromkeys(str(v) for v in values))  # type: ignore[attr-defined]
+    unknown = [v for v in names if v not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown training {field} {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(known)}"
+        )
+    return names

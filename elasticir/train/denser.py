@@ -65,7 +65,7 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import EncoderSettings
 from elasticir.progress import progress_bar
-from elasticir.train.config import TrainConfigFile, check_int
+from elasticir.train.config import TrainConfigFile, check_int, check_levels
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -147,12 +147,7 @@ class DenserTrainConfig(TrainConfigFile):
 
         self._settle_paths("data_root", "cache")
         if self.levels is not None:
-            if isinstance(self.levels, str):
-                raise ValueError(f"levels is a list of levels, got the string {self.levels!r}")
-            levels = tuple(dict.fromkeys(str(Level(lv)) for lv in self.levels))
-            if not levels:
-                raise ValueError("levels is empty: name at least one level, or None for defaults")
-            put("levels", levels)
+            put("levels", check_levels(self.levels))
         elif not self.sandwich:
             raise ValueError(
                 "static training (sandwich=False) needs the levels to train, e.g. "

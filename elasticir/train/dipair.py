@@ -65,7 +65,7 @@ from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
 from elasticir.progress import progress_bar
 from elasticir.rerank.dipair import DiPair, DiPairConfig, DiPairHead, token_states
-from elasticir.train.config import TrainConfigFile, check_int
+from elasticir.train.config import TrainConfigFile, check_int, check_names
 from elasticir.train.denser import (
     _device,
     _digest,
@@ -184,16 +184,7 @@ class DiPairTrainConfig(TrainConfigFile):
 
         self._settle_paths("data_root", "cache", "teacher_scores")
         if self.sources is not None:
-            if isinstance(self.sources, str):
-                raise ValueError(f"sources is a list of names, got the string {self.sources!r}")
-            sources = tuple(dict.fromkeys(str(s) for s in self.sources))
-            unknown = [s for s in sources if s not in SOURCES]
-            if unknown or not sources:
-                raise ValueError(
-                    f"unknown training source(s) {unknown or '(none given)'}; "
-                    f"known: {', '.join(SOURCES)}"
-                )
-            put("sources", sources)
+            put("sources", check_names("sources", self.sources, tuple(SOURCES)))
         for name in ("batch_size", "checkpoint_every", "max_passages"):
             check_int(name, getattr(self, name))
         for name in ("stage1_steps", "stage2_steps"):

@@ -90,7 +90,7 @@ from elasticir.rerank.ranker import (
     encode_pairs,
     write_ranker,
 )
-from elasticir.train.config import TrainConfigFile, check_int
+from elasticir.train.config import TrainConfigFile, check_int, check_levels, check_names
 from elasticir.train.denser import (
     _check_output,
     _Checkpoint,
@@ -203,23 +203,9 @@ class RankerTrainConfig(TrainConfigFile):
             object.__setattr__(self, name, value)
 
         self._settle_paths("data_root")
-        if isinstance(self.sources, str):
-            raise ValueError(f"sources is a list of sources, got the string {self.sources!r}")
-        sources = tuple(dict.fromkeys(str(s) for s in self.sources))
-        unknown = [s for s in sources if s not in SOURCES]
-        if unknown or not sources:
-            raise ValueError(
-                f"unknown training source(s) {', '.join(unknown) or '(none given)'}; "
-                f"known: {', '.join(SOURCES)}"
-            )
-        put("sources", sources)
+        put("sources", check_names("sources", self.sources, tuple(SOURCES)))
         if self.levels is not None:
-            if isinstance(self.levels, str):
-                raise ValueError(f"levels is a list of levels, got the string {self.levels!r}")
-            levels = tuple(dict.fromkeys(str(Level(lv)) for lv in self.levels))
-            if not levels:
-                raise ValueError("levels is empty: name at least one level, or None for defaults")
-            put("levels", levels)
+            put("levels", check_levels(self.levels))
         elif not self.sandwich:
             raise ValueError(
                 "training without the sandwich rule needs the levels whose widths to train, "
