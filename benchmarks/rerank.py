@@ -45,9 +45,10 @@ from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.dipair import DiPair, DiPairScorer  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
-    PolicyFamily,
-    calibrate,
+    calibrate_families,
     calibration_queries,
+    consistency_grades,
+    ndcg_at_k,
 )
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
 
@@ -67,6 +68,13 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="Evaluate on the first N queries (smoke test)"
     )
+    parser.add_argument(
+        "--nq-queries",
+        type=int,
+        default=None,
+        help="Evaluate NQ on its first N questions only (every reranker scores N x depth pairs; "
+        "on a 2-core CPU all 2,000 take hours); the report records N",
+    )
     args = parser.parse_args()
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
     base = ElasticDenser()
@@ -79,6 +87,15 @@ def main() -> None:
     stores = {name: encode(base, ds.corpus, name) for name, ds in (("dl19", dl), ("nq", nq))}
     dl_queries = read_topics(dl.queries)[: args.limit]
     nq_queries = read_topics(nq.queries)[: args.limit]
+    if args.nq_queries is not None:
+        nq_queries = nq_queries[: args.nq_queries]
+    report["setup"] = {
+        "queries": {"dl19": len(dl_queries), "nq+dl19": len(nq_queries)},
+        "calibration_queries": args.calibration_queries,
+        "delta": args.delta,
+        "epsilon": args.epsilon,
+        "depth": args.depth,
+    }
     corpora = {"dl19": [dl.corpus], "nq+dl19": [nq.corpus, dl.corpus]}
     passages = {name: _passages(paths) for name, paths in corpora.items()}
     vectors = {
@@ -144,6 +161,8 @@ def main() -> None:
                     _drop(run, full, qrels) if corpus == "dl19" else None
                 )
                 table[label]["speedup"] = scorers[label].stats.get("speedup")
+            if label.startswith("ElasticRanker"):
+                table[label]["risk_vs_full"] = _consistency(run, full)
         tables[name] = table
     report["quality"] = tables
 
@@ -199,13 +218,10 @@ def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     run = _dense(base, store, sample, args.depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
     data = calibration_queries(run, {q.query_id: q.text for q in sample}, texts, depth=args.depth)
-    out = {}
-    for family in FAMILIES:
-        try:
-            out[family] = calibrate(ranker, data, PolicyFamily(family), args.delta, args.epsilon)
-        except ValueError as err:  # e.g. a ranker trained without the exit classifier
-            log(f"calibration {family}: {err}")
-    return out
+    families = [f for f in FAMILIES if f != "classifier" or ranker.has_classifier]
+    if len(families) < len(FAMILIES):
+        log("calibration: the ranker has no exit classifier; that family is left out")
+    return calibrate_families(ranker, data, families, args.delta, args.epsilon)
 
 
 def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
@@ -222,6 +238,18 @@ def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
             dipair.build_cache(path, cache)
         scorers["DiPair"] = DiPairScorer(dipair, cache if corpus == "dl19" else None)
     return scorers
+
+
+def _consistency(run: dict, full: dict, k: int = 10) -> float:
+    """Mean over queries of 1 - nDCG@k of ``run``'s order against the full ranker's top k
+    (graded k..1): the loss that calibration bounds by delta, measured on reported queries."""
+    losses = []
+    for qid, reference in full.items():
+        docs = list(reference)
+        ref = np.array([reference[d] for d in docs])
+        mine = np.array([run.get(qid, {}).get(d, -np.inf) for d in docs])
+        losses.append(1.0 - ndcg_at_k(mine, consistency_grades(ref, k), k))
+    return round(float(np.mean(losses)), 4)
 
 
 def _drop(run: dict, full: dict, qrels: dict) -> float:
@@ -259,20 +287,46 @@ def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
 
 def render(report: dict) -> str:
     lines = ["# Reranking benchmark", "", f"Machine: {report['machine']}.", ""]
+    setup = report.get("setup", {})
+    if setup:
+        lines += [
+            f"Evaluated queries: {setup['queries']}; calibration: {setup['calibration_queries']} "
+            f"queries per corpus, delta={setup['delta']}, epsilon={setup['epsilon']} "
+            "(consistency loss: 1 - nDCG@10 against the full ranker's top 10).",
+            "",
+        ]
+    extra = ("drop", "speedup", "risk")
     for name, table in report["quality"].items():
-        measures = [m for m in next(iter(table.values())) if not m.startswith(("drop", "speedup"))]
+        measures = [m for m in next(iter(table.values())) if not m.startswith(extra)]
         lines += [
             f"## {name}",
             "",
-            "| reranker | " + " | ".join(measures) + " | drop | FLOPs speedup |",
+            "| reranker | "
+            + " | ".join(measures)
+            + " | risk vs full | nDCG@10 drop vs full | FLOPs speedup |",
         ]
-        lines.append("|---|" + "---|" * (len(measures) + 2))
+        lines.append("|---|" + "---|" * (len(measures) + 3))
         for label, row in table.items():
             cells = " | ".join(f"{row[m]:.4f}" for m in measures)
-            drop, speedup = row.get("drop_vs_full_nDCG@10"), row.get("speedup")
+            risk, drop = row.get("risk_vs_full"), row.get("drop_vs_full_nDCG@10")
+            speedup = row.get("speedup")
             lines.append(
-                f"| {label} | {cells} | {'' if drop is None else drop} | "
+                f"| {label} | {cells} | {'' if risk is None else risk} | "
+                f"{'' if drop is None else drop} | "
                 f"{'' if speedup is None else f'{speedup:.2f}x'} |"
+            )
+        lines.append("")
+    for corpus, families in report.get("calibration", {}).items():
+        lines += [
+            f"## Calibration on {corpus} (queries never reported)",
+            "",
+            "| family | chosen policy | calibration risk | FLOPs speedup | queries |",
+            "|---|---|---|---|---|",
+        ]
+        for family, c in families.items():
+            lines.append(
+                f"| {family} | {c['policy']} | {c['risk']:.4f} | {c['speedup']:.2f}x | "
+                f"{c['n_queries']} |"
             )
         lines.append("")
     lines += [

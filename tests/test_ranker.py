@@ -27,6 +27,7 @@ from elasticir.rerank.policies import (
     FixedLevel,
     PolicyFamily,
     calibrate,
+    calibrate_families,
     calibrate_records,
     calibration_queries,
     consistency_grades,
@@ -473,3 +474,23 @@ def test_calibrate_and_evaluate_end_to_end_on_dl19(
         evaluate_policy(ranker, "L2", held_out, loss="qrels")
     graded = [CalibrationQuery(d.query, d.passages, (1,) + (0,) * 14) for d in held_out]
     assert 0.0 <= evaluate_policy(ranker, "L2", graded, loss="qrels").risk <= 1.0
+
+
+def test_calibrating_several_families_in_one_pass_equals_one_at_a_time(
+    ranker: ElasticRanker,
+) -> None:
+    data = [
+        ("what is a cat", ["a cat is a small feline", "dogs bark", "the sky is blue", "cats meow"]),
+        ("capital of france", ["paris is the capital of france", "berlin", "rome is old"]),
+        ("how tall is everest", ["everest is 8849 m tall", "k2 is hard to climb", "tea"]),
+    ]
+    families = ["entropy", "margin", "saturation"]
+    together = calibrate_families(ranker, data, families, delta=0.3, epsilon=0.3)
+    assert list(together) == families
+    for family in families:
+        alone = calibrate(ranker, data, family, delta=0.3, epsilon=0.3)
+        assert together[family].to_dict() == alone.to_dict()
+    with pytest.raises(ValueError, match="no exit classifier"):
+        calibrate_families(ranker, data, ["margin", "classifier"], delta=0.3, epsilon=0.3)
+    with pytest.raises(ValueError, match="no policy families"):
+        calibrate_families(ranker, data, [], delta=0.3, epsilon=0.3)

@@ -75,6 +75,7 @@ __all__ = [
     "PolicyEvaluation",
     "PolicyFamily",
     "calibrate",
+    "calibrate_families",
     "calibrate_records",
     "calibration_queries",
     "consistency_grades",
@@ -713,15 +714,9 @@ def calibrate(
     once per pair (:meth:`ElasticRanker.layer_records`); :func:`calibrate_records` does the rest.
     """
     family = _family(family)
-    data, queries, passages, offsets = _flatten(calibration_queries)
-    records = ranker.layer_records(
-        queries,
-        passages,
-        ranker.check_level(level),
-        batch_size=batch_size,
-        classifier=family.measure == "classifier",
+    records, offsets, relevance = _recorded(
+        ranker, calibration_queries, level, batch_size, family.measure == "classifier"
     )
-    relevance = [None if d.relevance is None else np.asarray(d.relevance) for d in data]
     return calibrate_records(
         records,
         offsets,
@@ -734,6 +729,71 @@ def calibrate(
         bound=bound,
         relevance=relevance,
     )
+
+
+def calibrate_families(
+    ranker: ElasticRanker,
+    calibration_queries: Iterable[CalibrationQuery | Sequence[Any]],
+    families: Sequence[str | PolicyFamily],
+    delta: float,
+    epsilon: float,
+    *,
+    level: Level | str = FULL,
+    loss: str = "consistency",
+    k: int = 10,
+    bound: str = "hb",
+    batch_size: int | None = None,
+) -> dict[str, Calibration]:
+    """:func:`calibrate` for several policy families at once, with their default thresholds:
+    the ranker runs once per pair for all of them (one :meth:`ElasticRanker.layer_records`
+    pass), keyed by each family's ``measure``. A family that cannot be calibrated (the
+    classifier of a ranker without one, a ``min_layer`` deeper than ``level``) raises."""
+    chosen = [_family(f) for f in families]
+    if not chosen:
+        raise ValueError("no policy families to calibrate")
+    if any(f.measure == "classifier" for f in chosen) and not ranker.has_classifier:
+        raise ValueError("this ranker has no exit classifier: leave out the classifier family")
+    records, offsets, relevance = _recorded(
+        ranker,
+        calibration_queries,
+        level,
+        batch_size,
+        any(f.measure == "classifier" for f in chosen),
+    )
+    return {
+        family.measure: calibrate_records(
+            records,
+            offsets,
+            family,
+            delta,
+            epsilon,
+            loss=loss,
+            k=k,
+            bound=bound,
+            relevance=relevance,
+        )
+        for family in chosen
+    }
+
+
+def _recorded(
+    ranker: ElasticRanker,
+    calibration_queries: Iterable[CalibrationQuery | Sequence[Any]],
+    level: Level | str,
+    batch_size: int | None,
+    classifier: bool,
+) -> tuple[LayerRecords, np.ndarray, list[np.ndarray | None]]:
+    """The layer records of every calibration pair, the queries' offsets and relevance."""
+    data, queries, passages, offsets = _flatten(calibration_queries)
+    records = ranker.layer_records(
+        queries,
+        passages,
+        ranker.check_level(level),
+        batch_size=batch_size,
+        classifier=classifier,
+    )
+    relevance = [None if d.relevance is None else np.asarray(d.relevance) for d in data]
+    return records, offsets, relevance
 
 
 def calibrate_records(

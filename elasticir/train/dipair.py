@@ -1,7 +1,7 @@
 """Two-stage training of the DiPair head (``elasticir.rerank.dipair``), distilled from teachers.
 
-Training material (``<data_root>/train``, never an evaluation set): groups of one query, its
-positive passage(s) and negatives, from
+Training material (``<data_root>/train``, never an evaluation set; the files are parsed by
+:mod:`elasticir.train.data`): groups of one query, its positive passage(s) and negatives, from
 
 * ``msmarco-teacher-scored-{a,b,c}.jsonl`` and ``nq-train-teacher-scored.jsonl``: hard
   negatives with a strong teacher's scores;
@@ -47,12 +47,11 @@ carried between steps except what the checkpoint holds.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,6 +65,15 @@ from elasticir.data.files import atomic_file
 from elasticir.progress import progress_bar
 from elasticir.rerank.dipair import DiPair, DiPairConfig, DiPairHead, token_states
 from elasticir.train.config import TrainConfigFile, check_int, check_names
+from elasticir.train.data import (
+    LabelledSentence,
+    is_number,
+    json_lines,
+    read_scored,
+    read_trecqa,
+    read_triples,
+    read_wikiqa,
+)
 from elasticir.train.denser import (
     _device,
     _digest,
@@ -291,101 +299,47 @@ def _clean(group: TrainingGroup) -> TrainingGroup | None:
     return TrainingGroup(group.source, query, tuple(seen), labels, scores)
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputFormatError(path, lineno, f"a JSON object ({err.msg})", line) from None
-            if not isinstance(record, dict):
-                raise InputFormatError(path, lineno, "a JSON object", line)
-            yield lineno, record
-
-
 def _scored(path: Path, name: str) -> Iterator[TrainingGroup]:
-    """``{query, pos, neg, pos_scores, neg_scores}`` or ``{..., teacher_scores}`` (pos first)."""
-    for lineno, record in _json_lines(path):
-        query, pos, neg = record.get("query"), record.get("pos"), record.get("neg")
-        if not isinstance(query, str) or not _strings(pos) or not _strings(neg):
-            raise InputFormatError(path, lineno, '"query" text and "pos" / "neg" text lists')
-        if "pos_scores" in record or "neg_scores" in record:
-            scores = list(record.get("pos_scores") or []) + list(record.get("neg_scores") or [])
-        else:
-            scores = list(record.get("teacher_scores") or [])
-        if scores and (len(scores) != len(pos) + len(neg) or not _numbers(scores)):
-            raise InputFormatError(
-                path, lineno, f"{len(pos) + len(neg)} teacher scores (pos then neg)", str(scores)
-            )
+    """One group per line: its positives, then its negatives, with the line's teacher scores."""
+    for record in read_scored(path):
         yield TrainingGroup(
             name,
-            query,
-            tuple(pos) + tuple(neg),
-            (1,) * len(pos) + (0,) * len(neg),
-            tuple(float(s) for s in scores) if scores else None,
+            record.query,
+            record.positives + record.negatives,
+            (1,) * len(record.positives) + (0,) * len(record.negatives),
+            record.scores,
         )
 
 
 def _triples(path: Path, name: str) -> Iterator[TrainingGroup]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 3:
-                raise InputFormatError(path, lineno, "query<TAB>positive<TAB>negative", line)
-            yield TrainingGroup(name, fields[0], (fields[1], fields[2]), (1, 0))
+    for triple in read_triples(path):
+        yield TrainingGroup(name, triple.query, (triple.positive, triple.negative), (1, 0))
 
 
 def _wikiqa(path: Path, name: str) -> Iterator[TrainingGroup]:
-    """Rows ``QuestionID, Question, SentenceID, Sentence, Label``, grouped by question text
-    (the question ids are per row). Sentences may be CSV-quoted and hold tabs."""
-    by_question: dict[str, tuple[list[str], list[int]]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quotechar='"')
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:5]] != [
-            "QuestionID",
-            "Question",
-            "SentenceID",
-            "Sentence",
-            "Label",
-        ]:
-            raise InputFormatError(path, 1, "the WikiQA header", str(header))
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != 5 or row[4] not in ("0", "1"):
-                raise InputFormatError(path, reader.line_num, "5 columns, label 0 or 1", str(row))
-            texts, labels = by_question.setdefault(row[1], ([], []))
-            texts.append(row[3])
-            labels.append(int(row[4]))
-    for question, (texts, labels) in by_question.items():
-        yield TrainingGroup(name, question, tuple(texts), tuple(labels))
+    """Grouped by question text (WikiQA's question ids are per row)."""
+    return _by_question(name, read_wikiqa(path), lambda row: row.question)
 
 
 def _trecqa(path: Path, name: str) -> Iterator[TrainingGroup]:
-    by_question: dict[str, tuple[str, list[str], list[int]]] = {}
-    for lineno, record in _json_lines(path):
-        qid, question, sentence = record.get("qid"), record.get("question"), record.get("sentence")
-        label = record.get("label")
-        if not isinstance(question, str) or not isinstance(sentence, str) or label not in (0, 1):
-            raise InputFormatError(path, lineno, "{qid, question, sentence, label 0/1}")
-        _, texts, labels = by_question.setdefault(str(qid), (question, [], []))
-        texts.append(sentence)
-        labels.append(int(label))
-    for question, texts, labels in by_question.values():
-        yield TrainingGroup(name, question, tuple(texts), tuple(labels))
+    """Grouped by question id."""
+    return _by_question(name, read_trecqa(path), lambda row: row.qid)
 
 
-def _strings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _numbers(values: list[object]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+def _by_question(
+    name: str, rows: Iterable[LabelledSentence], key: Callable[[LabelledSentence], str | None]
+) -> Iterator[TrainingGroup]:
+    """One group per ``key`` (in order of first appearance), under its first row's question."""
+    by_key: dict[str | None, list[LabelledSentence]] = {}
+    for row in rows:
+        by_key.setdefault(key(row), []).append(row)
+    for members in by_key.values():
+        yield TrainingGroup(
+            name,
+            members[0].question,
+            tuple(row.sentence for row in members),
+            tuple(row.label for row in members),
+        )
 
 
 # --------------------------------------------------------------------------- prepared data
@@ -843,9 +797,9 @@ def _read_teacher_file(
     :func:`export_teacher_inputs` gives (``q<i>`` queries, ``t<i>`` passages)."""
     table: dict[tuple[str, str], float] = {}
     if path.name.endswith(".jsonl"):
-        for lineno, record in _json_lines(path):
+        for lineno, record in json_lines(path):
             query, passage, score = record.get("query"), record.get("passage"), record.get("score")
-            if not isinstance(query, str) or not isinstance(passage, str) or not _numbers([score]):
+            if not isinstance(query, str) or not isinstance(passage, str) or not is_number(score):
                 raise InputFormatError(path, lineno, '{"query": ..., "passage": ..., "score": n}')
             table[(" ".join(query.split()), passage.strip())] = float(score)  # type: ignore[arg-type]
         return table

@@ -3,7 +3,7 @@
 **Data** (``<data_root>/train``; never the DL19 judgements nor the nq-open questions, and any
 group whose query text equals an evaluation question is dropped all the same): each source
 becomes *groups* of one query, one positive and its negatives, with teacher scores where the
-source has them.
+source has them (the files are parsed by :mod:`elasticir.train.data`; the groups are built here).
 
 =================== ============================================ =========================
 source              file(s)                                      negatives / teacher
@@ -57,15 +57,13 @@ uninterrupted run ends with (same device and thread count).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
 import hashlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +89,14 @@ from elasticir.rerank.ranker import (
     write_ranker,
 )
 from elasticir.train.config import TrainConfigFile, check_int, check_levels, check_names
+from elasticir.train.data import (
+    LabelledSentence,
+    read_medquad,
+    read_scored,
+    read_trecqa,
+    read_triples,
+    read_wikiqa,
+)
 from elasticir.train.denser import (
     _check_output,
     _Checkpoint,
@@ -267,126 +273,59 @@ def read_source(path: Path) -> list[RankingGroup]:
     if name.startswith(("msmarco-teacher-scored", "nq-train-teacher-scored")):
         return _read_scored(path)
     if name.startswith("wikiqa"):
-        return _read_labelled(path, _wikiqa_rows(path))
+        return _read_labelled(path, read_wikiqa(path))
     if name.startswith("trecqa"):
-        return _read_labelled(path, _trecqa_rows(path))
+        return _read_labelled(path, read_trecqa(path))
     if name.startswith("medquad"):
         return _read_medquad(path)
     raise ValueError(f"{path}: not a known training file")
 
 
 def _clean(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(text.split())
 
 
 def _read_triples(path: Path) -> list[RankingGroup]:
     merged: dict[tuple[str, str], list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 3:
-                raise InputFormatError(path, number, "query<TAB>positive<TAB>negative", line)
-            query, positive, negative = (_clean(p) for p in parts)
-            negatives = merged.setdefault((query, positive), [])
-            if negative not in negatives:
-                negatives.append(negative)
+    for triple in read_triples(path):
+        query, positive, negative = (
+            _clean(t) for t in (triple.query, triple.positive, triple.negative)
+        )
+        negatives = merged.setdefault((query, positive), [])
+        if negative not in negatives:
+            negatives.append(negative)
     return [RankingGroup(path.name, q, p, tuple(n)) for (q, p), n in merged.items()]
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputFormatError(path, number, "a JSON object", err.msg) from err
-            if not isinstance(record, dict):
-                raise InputFormatError(path, number, "a JSON object", type(record).__name__)
-            yield number, record
-
-
 def _read_scored(path: Path) -> list[RankingGroup]:
+    """One group per positive, with all the line's negatives; every line needs teacher scores."""
     groups = []
-    for number, record in _jsonl(path):
-        try:
-            query = _clean(record["query"])
-            positives = [_clean(p) for p in record["pos"]]
-            negatives = tuple(_clean(n) for n in record["neg"])
-            if "teacher_scores" in record:  # positives' scores first, then the negatives'
-                scores = [float(s) for s in record["teacher_scores"]]
-                pos_scores, neg_scores = scores[: len(positives)], scores[len(positives) :]
-            else:
-                pos_scores = [float(s) for s in record["pos_scores"]]
-                neg_scores = [float(s) for s in record["neg_scores"]]
-        except (KeyError, TypeError, ValueError) as err:
+    for record in read_scored(path):
+        if record.scores is None:
             raise InputFormatError(
                 path,
-                number,
-                '{"query", "pos": [...], "neg": [...], and "pos_scores" + "neg_scores" or '
-                '"teacher_scores"}',
-                f"{type(err).__name__}: {err}",
-            ) from err
-        if len(pos_scores) != len(positives) or len(neg_scores) != len(negatives):
-            raise InputFormatError(
-                path,
-                number,
-                "one teacher score per passage",
-                f"{len(pos_scores) + len(neg_scores)} scores for "
-                f"{len(positives) + len(negatives)} passages",
+                record.line,
+                'teacher scores ("pos_scores" + "neg_scores" or "teacher_scores")',
             )
-        for positive, score in zip(positives, pos_scores):
-            groups.append(RankingGroup(path.name, query, positive, negatives, (score, *neg_scores)))
+        query = _clean(record.query)
+        negatives = tuple(_clean(n) for n in record.negatives)
+        neg_scores = record.scores[len(record.positives) :]
+        for positive, score in zip(record.positives, record.scores):
+            groups.append(
+                RankingGroup(path.name, query, _clean(positive), negatives, (score, *neg_scores))
+            )
     return groups
 
 
-def _wikiqa_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quotechar='"')
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:5]] != [
-            "QuestionID",
-            "Question",
-            "SentenceID",
-            "Sentence",
-            "Label",
-        ]:
-            raise InputFormatError(
-                path, 1, "the header QuestionID Question SentenceID Sentence Label", str(header)
-            )
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != 5 or row[4].strip() not in ("0", "1"):
-                raise InputFormatError(
-                    path, reader.line_num, "5 tab-separated columns, label 0 or 1", repr(row)
-                )
-            yield reader.line_num, row[1], row[3], int(row[4])
-
-
-def _trecqa_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
-    for number, record in _jsonl(path):
-        try:
-            yield number, str(record["question"]), str(record["sentence"]), int(record["label"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputFormatError(
-                path, number, '{"question", "sentence", "label"}', repr(record)[:100]
-            ) from err
-
-
-def _read_labelled(path: Path, rows: Iterator[tuple[int, str, str, int]]) -> list[RankingGroup]:
+def _read_labelled(path: Path, rows: Iterable[LabelledSentence]) -> list[RankingGroup]:
     """Question-sentence pairs with 0/1 labels: one group per positive, the question's label-0
     sentences as its negatives."""
     questions: dict[str, tuple[list[str], list[str]]] = {}
-    for _, question, sentence, label in rows:
-        positives, negatives = questions.setdefault(_clean(question), ([], []))
-        text = _clean(sentence)
+    for row in rows:
+        positives, negatives = questions.setdefault(_clean(row.question), ([], []))
+        text = _clean(row.sentence)
         if text:
-            (positives if label > 0 else negatives).append(text)
+            (positives if row.label > 0 else negatives).append(text)
     return [
         RankingGroup(path.name, question, positive, tuple(dict.fromkeys(negatives)))
         for question, (positives, negatives) in questions.items()
@@ -396,12 +335,11 @@ def _read_labelled(path: Path, rows: Iterator[tuple[int, str, str, int]]) -> lis
 
 def _read_medquad(path: Path) -> list[RankingGroup]:
     groups = []
-    for number, record in _jsonl(path):
-        question, answer = record.get("question"), record.get("answer")
-        if not isinstance(question, str) or not isinstance(answer, str):
-            raise InputFormatError(path, number, '{"question": ..., "answer": ...}', str(record))
-        if _clean(answer):
-            groups.append(RankingGroup(path.name, _clean(question), _clean(answer)[:2000], ()))
+    for pair in read_medquad(path):
+        if _clean(pair.answer):
+            groups.append(
+                RankingGroup(path.name, _clean(pair.question), _clean(pair.answer)[:2000], ())
+            )
     return groups
 
 
