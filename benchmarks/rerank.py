@@ -39,16 +39,19 @@ from elasticir.data import get_dataset, load_passages, read_qrels, read_run  # n
 from elasticir.data.records import Query  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
+from elasticir.encoders.levels import Level  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.dipair import DiPair, DiPairScorer  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
+    FixedLevel,
     calibrate_families,
     calibration_queries,
     consistency_grades,
     ndcg_at_k,
+    simulate,
 )
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
 
@@ -65,6 +68,9 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=0.1)
     parser.add_argument("--calibration-queries", type=int, default=300)
     parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument(
+        "--speed-queries", type=int, default=10, help="DL19 BM25 queries timed per round"
+    )
     parser.add_argument(
         "--limit", type=int, default=None, help="Evaluate on the first N queries (smoke test)"
     )
@@ -138,12 +144,16 @@ def main() -> None:
     for name, (corpus, first) in firsts.items():
         log(f"reranking: {name}")
         queries = dl_queries if corpus == "dl19" else nq_queries
-        scorers = _scorers(ranker, base, dipair, calibrations[corpus], corpus)
         rows = {"first stage": first}
-        for label, scorer in scorers.items():
+        others = _other_scorers(base, dipair, corpus)
+        for label, scorer in others.items():
             rows[label] = (RunFile(first) >> Rerank(scorer, passages[corpus], name=label)).run(
                 queries
             )
+        speedups: dict[str, float] = {}
+        rows.update(
+            _ranker_runs(ranker, first, queries, passages[corpus], calibrations[corpus], speedups)
+        )
         metric = (
             (lambda run: evaluate(run, qrels, DL_MEASURES))
             if corpus == "dl19"
@@ -160,7 +170,7 @@ def main() -> None:
                 table[label]["drop_vs_full_nDCG@10"] = (
                     _drop(run, full, qrels) if corpus == "dl19" else None
                 )
-                table[label]["speedup"] = scorers[label].stats.get("speedup")
+                table[label]["speedup"] = speedups[label]
             if label.startswith("ElasticRanker"):
                 table[label]["risk_vs_full"] = _consistency(run, full)
         tables[name] = table
@@ -224,19 +234,69 @@ def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     return calibrate_families(ranker, data, families, args.delta, args.epsilon)
 
 
-def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
+def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> dict:
+    """The ElasticRanker's run at every level and under every calibrated policy, from one
+    :meth:`~ElasticRanker.layer_records` pass per width: a level's scores are its deepest
+    exit's, a policy's are :func:`simulate`'d on the recorded exits (the same decisions as its
+    real early exit: tests/test_ranker.py checks that running the policy gives the simulated
+    risk and speedup). ``speedups`` gets each policy's FLOPs speedup over the full ranker."""
+    pairs = [
+        (qid, doc)
+        for qid, docs in first.items()
+        for doc, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    texts = {doc: passages[doc].encoder_text() for _, doc in pairs}
+    asked = {q.query_id: q.text for q in queries}
+    q_texts = [asked[qid] for qid, _ in pairs]
+    p_texts = [texts[doc] for _, doc in pairs]
+    widths = sorted({ranker.check_level(lv).width for lv in ranker.levels}, reverse=True)
+    records = {}
+    for width in widths:
+        log(f"  layer records at width {width}% ({len(pairs)} pairs)")
+        level = Level(depth=ranker.config.num_hidden_layers, width=width)
+        records[width] = ranker.layer_records(q_texts, p_texts, level)
+
+    def as_run(scores: np.ndarray) -> dict:
+        run: dict = {}
+        for (qid, doc), score in zip(pairs, scores):
+            run.setdefault(qid, {})[doc] = float(score)
+        return run
+
+    rows = {}
+    for level in ranker.levels:
+        width = ranker.check_level(level).width
+        rows[f"ElasticRanker {level}"] = as_run(simulate(FixedLevel(level), records[width])[1])
+    full = records[100]
+    for family, calibration in calibrations.items():
+        label = f"ElasticRanker policy {family} ({calibration.policy.spec})"
+        exits, scores = simulate(calibration.policy, full)
+        speedups[label] = round(
+            float(full.full_cost.sum()) / float((exits * full.layer_cost).sum()), 3
+        )
+        rows[label] = as_run(scores)
+    return rows
+
+
+def _other_scorers(base, dipair, corpus) -> dict:
+    """The rerankers that are not the ElasticRanker: the bi-encoder's scores and DiPair."""
     scorers = {"bi-encoder scores (reference)": BiEncoderScorer(base)}
+    if dipair is not None:
+        cache = WORK / f"{corpus}.dipair-{dipair.fingerprint}"
+        for path in [get_dataset("msmarco-dl19").corpus] if corpus == "dl19" else []:
+            dipair.build_cache(path, cache)
+        scorers["DiPair"] = DiPairScorer(dipair, cache if corpus == "dl19" else None)
+    return scorers
+
+
+def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
+    """Every reranker as a scorer (for the speed rounds, which run each for real)."""
+    scorers = _other_scorers(base, dipair, corpus)
     for level in ranker.levels:
         scorers[f"ElasticRanker {level}"] = RankerScorer(ranker, level)
     for family, calibration in calibrations.items():
         scorers[f"ElasticRanker policy {family} ({calibration.policy.spec})"] = RankerScorer(
             ranker, calibration.level, calibration.policy
         )
-    if dipair is not None:
-        cache = WORK / f"{corpus}.dipair-{dipair.fingerprint}"
-        for path in [get_dataset("msmarco-dl19").corpus] if corpus == "dl19" else []:
-            dipair.build_cache(path, cache)
-        scorers["DiPair"] = DiPairScorer(dipair, cache if corpus == "dl19" else None)
     return scorers
 
 
@@ -259,10 +319,11 @@ def _drop(run: dict, full: dict, qrels: dict) -> float:
 
 
 def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
-    """pairs/s of each reranker on the same 10 queries x depth candidates (DL19 BM25)."""
+    """pairs/s of each reranker on the same ``--speed-queries`` queries x depth candidates
+    (DL19 BM25), every scorer run for real (early exit included)."""
     _, first = firsts["dl19 BM25 top-100 (shipped run)"]
     queries = {q.query_id: q.text for q in read_topics(get_dataset("msmarco-dl19").queries)}
-    chosen = [q for q in first if q in queries][:10]
+    chosen = [q for q in first if q in queries][: args.speed_queries]
     work = [(queries[q], [passages["dl19"][d] for d in first[q]]) for q in chosen]
     scorers = _scorers(ranker, base, dipair, calibrations, "dl19")
     times = {label: [] for label in scorers}

@@ -25,6 +25,14 @@ def reports_errors(command: F) -> F:
         except (InputFormatError, MissingResourceError, ValueError, ImportError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+            # a path given on the command line that is missing or of the wrong kind
+            what = {
+                IsADirectoryError: "is a directory, expected a file",
+                NotADirectoryError: "is not a directory",
+            }.get(type(err), "not found")
+            typer.echo(f"error: {err.filename or err}: {what}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; finished work is kept, rerun the command to resume", err=True)
             raise typer.Exit(130) from None

@@ -103,3 +103,16 @@ def test_bad_stage_specs_are_refused(first_run: Path) -> None:
             spec,
         )
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_directory_or_missing_file_is_one_clear_error(first_run: Path, tmp_path: Path) -> None:
+    sample = sample_dataset()
+    common = ["--topics", str(sample.queries), "--corpus", str(sample.corpus), "-q"]
+    result = invoke("--run", str(tmp_path), *common, "-o", str(tmp_path / "out.trec"))
+    assert result.exit_code == 2
+    assert f"error: {tmp_path}: is a directory, expected a file" in result.output
+    missing = tmp_path / "nope.trec"
+    result = invoke("--run", str(missing), *common, "-o", str(tmp_path / "out.trec"))
+    assert result.exit_code == 2
+    assert f"error: {missing}: not found" in result.output
+    assert not (tmp_path / "out.trec").exists()
