@@ -231,7 +231,7 @@ def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     families = [f for f in FAMILIES if f != "classifier" or ranker.has_classifier]
     if len(families) < len(FAMILIES):
         log("calibration: the ranker has no exit classifier; that family is left out")
-    return calibrate_families(ranker, data, families, args.delta, args.epsilon)
+    return calibrate_families(ranker, data, families, args.delta, args.epsilon, progress=True)
 
 
 def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> dict:
@@ -254,7 +254,7 @@ def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> di
     for width in widths:
         log(f"  layer records at width {width}% ({len(pairs)} pairs)")
         level = Level(depth=ranker.config.num_hidden_layers, width=width)
-        records[width] = ranker.layer_records(q_texts, p_texts, level)
+        records[width] = ranker.layer_records(q_texts, p_texts, level, progress=True)
 
     def as_run(scores: np.ndarray) -> dict:
         run: dict = {}

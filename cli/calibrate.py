@@ -31,6 +31,7 @@ def main(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Calibration JSON to write (use: --policy calibrated:FILE)"
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Pick the most aggressive early-exit threshold whose nDCG@10 drop stays within delta.
 
@@ -68,6 +69,7 @@ def main(
         epsilon,
         level=level,
         loss="qrels" if judged is not None else "consistency",
+        progress=not quiet,
     )
     with atomic_file(output) as tmp:
         tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

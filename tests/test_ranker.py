@@ -477,7 +477,7 @@ def test_calibrate_and_evaluate_end_to_end_on_dl19(
 
 
 def test_calibrating_several_families_in_one_pass_equals_one_at_a_time(
-    ranker: ElasticRanker,
+    ranker: ElasticRanker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = [
         ("what is a cat", ["a cat is a small feline", "dogs bark", "the sky is blue", "cats meow"]),
@@ -485,8 +485,9 @@ def test_calibrating_several_families_in_one_pass_equals_one_at_a_time(
         ("how tall is everest", ["everest is 8849 m tall", "k2 is hard to climb", "tea"]),
     ]
     families = ["entropy", "margin", "saturation"]
-    together = calibrate_families(ranker, data, families, delta=0.3, epsilon=0.3)
+    together = calibrate_families(ranker, data, families, delta=0.3, epsilon=0.3, progress=True)
     assert list(together) == families
+    assert "ranker exits at full: 10/10" in capsys.readouterr().err  # one pass, 10 pairs
     for family in families:
         alone = calibrate(ranker, data, family, delta=0.3, epsilon=0.3)
         assert together[family].to_dict() == alone.to_dict()

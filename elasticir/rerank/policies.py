@@ -702,6 +702,7 @@ def calibrate(
     k: int = 10,
     bound: str = "hb",
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Calibration:
     """Learn-then-Test: the most aggressive threshold of ``family`` whose risk is shown to be at
     most ``delta`` with probability ``1 - epsilon`` (see the module docstring).
@@ -715,7 +716,7 @@ def calibrate(
     """
     family = _family(family)
     records, offsets, relevance = _recorded(
-        ranker, calibration_queries, level, batch_size, family.measure == "classifier"
+        ranker, calibration_queries, level, batch_size, family.measure == "classifier", progress
     )
     return calibrate_records(
         records,
@@ -743,6 +744,7 @@ def calibrate_families(
     k: int = 10,
     bound: str = "hb",
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Calibration]:
     """:func:`calibrate` for several policy families at once, with their default thresholds:
     the ranker runs once per pair for all of them (one :meth:`ElasticRanker.layer_records`
@@ -759,6 +761,7 @@ def calibrate_families(
         level,
         batch_size,
         any(f.measure == "classifier" for f in chosen),
+        progress,
     )
     return {
         family.measure: calibrate_records(
@@ -782,6 +785,7 @@ def _recorded(
     level: Level | str,
     batch_size: int | None,
     classifier: bool,
+    progress: bool = False,
 ) -> tuple[LayerRecords, np.ndarray, list[np.ndarray | None]]:
     """The layer records of every calibration pair, the queries' offsets and relevance."""
     data, queries, passages, offsets = _flatten(calibration_queries)
@@ -791,6 +795,7 @@ def _recorded(
         ranker.check_level(level),
         batch_size=batch_size,
         classifier=classifier,
+        progress=progress,
     )
     relevance = [None if d.relevance is None else np.asarray(d.relevance) for d in data]
     return records, offsets, relevance

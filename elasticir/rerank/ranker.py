@@ -702,9 +702,13 @@ class ElasticRanker:
         level: Level | str = FULL,
         batch_size: int | None = None,
         classifier: bool = True,
+        progress: bool = False,
     ) -> LayerRecords:
         """Run every layer of ``level`` on every pair (no exit), recording each exit's score
-        and signals: what calibration simulates every threshold from."""
+        and signals: what calibration simulates every threshold from (``progress``: a bar
+        over the pairs)."""
+        from elasticir.progress import progress_bar
+
         level = self.check_level(level)
         depth = sub_network(self.config, level).depth
         ids, types = encode_pairs(
@@ -716,21 +720,10 @@ class ElasticRanker:
         saturation = np.empty((n, depth), dtype=np.float32)
         use_classifier = classifier and self.has_classifier
         probabilities = np.empty((n, depth), dtype=np.float32) if use_classifier else None
-        for rows in _batches(lengths, batch_size or self.batch_size):
-            input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
-            with torch.inference_mode():
-                layer_scores, states = self.net.exit_outputs(input_ids, token_types, mask, level)
-                cosines = [
-                    F.cosine_similarity(states[i + 1], states[i], dim=-1) for i in range(depth)
-                ]
-                scores[rows] = layer_scores.float().cpu().numpy()
-                saturation[rows] = torch.stack(cosines, 1).float().cpu().numpy()
-                if probabilities is not None:
-                    probs = [
-                        torch.sigmoid(self.net.classifier(i, states[i + 1], layer_scores[:, i]))
-                        for i in range(depth)
-                    ]
-                    probabilities[rows] = torch.stack(probs, 1).float().cpu().numpy()
+        with progress_bar(progress, n, f"ranker exits at {level}") as advance:
+            for rows in _batches(lengths, batch_size or self.batch_size):
+                self._record(ids, types, rows, level, scores, saturation, probabilities)
+                advance(len(rows))
         return LayerRecords(
             scores=scores,
             saturation=saturation,
@@ -740,6 +733,31 @@ class ElasticRanker:
             level=level,
             num_layers=self.num_layers,
         )
+
+    def _record(
+        self,
+        ids: list[list[int]],
+        types: list[list[int]],
+        rows: np.ndarray,
+        level: Level,
+        scores: np.ndarray,
+        saturation: np.ndarray,
+        probabilities: np.ndarray | None,
+    ) -> None:
+        """One batch of :meth:`layer_records`: fills its rows of the arrays."""
+        depth = scores.shape[1]
+        input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
+        with torch.inference_mode():
+            layer_scores, states = self.net.exit_outputs(input_ids, token_types, mask, level)
+            cosines = [F.cosine_similarity(states[i + 1], states[i], dim=-1) for i in range(depth)]
+            scores[rows] = layer_scores.float().cpu().numpy()
+            saturation[rows] = torch.stack(cosines, 1).float().cpu().numpy()
+            if probabilities is not None:
+                probs = [
+                    torch.sigmoid(self.net.classifier(i, states[i + 1], layer_scores[:, i]))
+                    for i in range(depth)
+                ]
+                probabilities[rows] = torch.stack(probs, 1).float().cpu().numpy()
 
     def _layer_costs(self, lengths: np.ndarray, width: int) -> np.ndarray:
         level = Level(depth=1, width=width)
