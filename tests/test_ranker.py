@@ -495,3 +495,21 @@ def test_calibrating_several_families_in_one_pass_equals_one_at_a_time(
         calibrate_families(ranker, data, ["margin", "classifier"], delta=0.3, epsilon=0.3)
     with pytest.raises(ValueError, match="no policy families"):
         calibrate_families(ranker, data, [], delta=0.3, epsilon=0.3)
+
+
+def test_fingerprints_name_what_decides_the_scores(ranker: ElasticRanker) -> None:
+    fingerprint = ranker.fingerprint
+    assert len(fingerprint) == 16 and fingerprint == ranker.fingerprint
+    full, small = RankerScorer(ranker), RankerScorer(ranker, "L2-W50")
+    assert full.fingerprint == f"ranker-{fingerprint}-full-none"
+    assert small.fingerprint != full.fingerprint
+    assert RankerScorer(ranker, policy="margin:0.9").fingerprint.endswith("-full-margin:0.9")
+    with pytest.warns(UntrainedExitsWarning):
+        shorter = ElasticRanker(max_length=32, batch_size=8)
+    assert shorter.fingerprint != fingerprint  # same weights, other truncation
+    shorter.max_length, shorter._fingerprint = 64, None
+    assert shorter.fingerprint == fingerprint  # same weights, same truncation
+    with torch.no_grad():
+        shorter.net.heads.out[0].weight.add_(1.0)
+    shorter._fingerprint = None
+    assert shorter.fingerprint != fingerprint  # one exit head's weights differ

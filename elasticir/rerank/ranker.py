@@ -35,6 +35,7 @@ how ``elasticir train ranker`` starts. The object keeps no per-call state and sc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -534,11 +535,25 @@ class ElasticRanker:
         self._types = int(getattr(net.config, "type_vocab_size", 1) or 1) > 1
         pad = tokenizer.pad_token_id
         self._pad_id = 0 if pad is None else int(pad)
+        self._fingerprint: str | None = None
 
     # -- description -----------------------------------------------------------------------
     @property
     def config(self) -> Any:
         return self.net.config
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits naming what decides this ranker's scores: every weight (trunk, exit
+        heads, exit classifier) and ``max_length``; equal fingerprints score alike."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(f"max_length={self.max_length}".encode())
+            for name, tensor in sorted(self.net.state_dict().items()):
+                data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(data.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     @property
     def num_layers(self) -> int:
@@ -934,6 +949,13 @@ class RankerScorer(Reranker):
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._totals = {"pairs": 0, "flops": 0, "full_flops": 0, "exit_layers": 0}
+
+    @property
+    def fingerprint(self) -> str:
+        """The ranker's fingerprint with the level and exit policy: what lets a distillation
+        run (``elasticir train dipair --teacher``) cache this scorer's scores on disk."""
+        policy = "none" if self.policy is None else self.policy.spec
+        return f"ranker-{self.ranker.fingerprint}-{self.level}-{policy}"
 
     def score(self, query: str, passages: Sequence[Passage | str]) -> np.ndarray:
         texts = [p if isinstance(p, str) else p.encoder_text() for p in passages]
