@@ -203,6 +203,28 @@ def test_bad_training_files_name_the_line(tmp_path: Path) -> None:
         read_source(wikiqa)
 
 
+def test_both_rerank_trainers_report_bad_lines_from_the_shared_parsers(tmp_path: Path) -> None:
+    from elasticir.train.dipair import read_groups
+
+    train = tmp_path / "train"
+    train.mkdir()
+    trecqa = train / "trecqa-train.jsonl"
+    trecqa.write_text('{"qid": 1, "question": "q", "sentence": "s", "label": 1}\n' + "[1, 2]\n")
+    scored = train / "nq-train-teacher-scored.jsonl"
+    scored.write_text('{"query": "q", "pos": ["p"], "neg": ["n", "m"], "teacher_scores": [1, 2]}\n')
+    for path, source, where in (
+        (trecqa, "trecqa", ":2: expected a JSON object"),
+        (scored, "nq-train-teacher-scored", ':1: expected "teacher_scores": one teacher score'),
+    ):
+        with pytest.raises(InputFormatError, match=path.name + where):
+            read_source(path)
+        with pytest.raises(InputFormatError, match=path.name + where):
+            read_groups(train, [source])
+    trecqa.write_text('{"qid": 1, "question": "q", "sentence": "s", "label": 2}\n')
+    with pytest.raises(InputFormatError, match=r"trecqa-train.jsonl:1: expected .*label.: 0 or 1"):
+        read_source(trecqa)
+
+
 def test_exit_agreement_targets() -> None:
     # one group of 3: deepest scores 3, 2, 1; layer 1 moves candidate 2 above candidate 0
     scores = torch.tensor([[[0.0, 3.0], [1.5, 2.0], [9.0, 1.0]]])
