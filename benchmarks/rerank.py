@@ -1,6 +1,6 @@
 """Reranking benchmark: ElasticRanker (levels, calibrated early exit) and DiPair, measured.
 
-    python benchmarks/rerank.py --ranker models/ranker --dipair models/dipair
+    python benchmarks/rerank.py --ranker models/ranker --dipair models/dipair [--dipair ...]
 
 Needs a trained ElasticRanker (``elasticir train ranker``) and DiPair head (``elasticir train
 dipair``); the dense stores of ``benchmarks/foundation.py`` (indexes/bench/, built on first
@@ -10,13 +10,14 @@ use). In one run on this machine:
   DL19, and its dense top 100 on nq-open with the DL19 passages as distractors;
 * rerankers of each first stage: the bi-encoder's own scores (the reference point), the
   ElasticRanker at every level of its menu, the ElasticRanker under each calibrated exit
-  policy, and DiPair (from a token cache built for the corpus);
+  policy, and each DiPair model given (from a token cache built for the corpus);
 * calibration (Learn-then-Test, ``--delta``/``--epsilon``, consistency loss, no labels) on
   queries that are never reported: MS MARCO dev-subset queries over the DL19 pool for DL19,
   DPR NQ dev questions over the NQ + distractor corpus for NQ; the reported drop is measured on
   the evaluation queries (nDCG@10 with qrels for DL19, against the full ranker);
 * pairs/s of every reranker on the same pairs, in interleaved rounds (ratios to the full
-  cross-encoder).
+  cross-encoder);
+* the issue's targets, checked from those numbers (the Targets table of the report).
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ FAMILIES = ("entropy", "margin", "saturation", "classifier")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranker", required=True, help="Trained ElasticRanker directory")
-    parser.add_argument("--dipair", help="Trained DiPair directory (row left out without)")
+    parser.add_argument(
+        "--dipair",
+        action="append",
+        default=[],
+        help="Trained DiPair directory; repeat for several (rows left out without)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/rerank"))
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--delta", type=float, default=0.02)
@@ -85,7 +91,7 @@ def main() -> None:
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
     base = ElasticDenser()
     ranker = ElasticRanker(args.ranker)
-    dipair = DiPair.load(args.dipair) if args.dipair else None
+    dipair = {f"DiPair ({Path(path).name})": DiPair.load(path) for path in args.dipair}
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["models"] = {"ranker": args.ranker, "dipair": args.dipair}
 
@@ -178,6 +184,7 @@ def main() -> None:
 
     log("speed: pairs/s, interleaved rounds")
     report["speed"] = _speed(ranker, base, dipair, calibrations["dl19"], firsts, passages, args)
+    report["targets"] = targets(report)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -278,13 +285,14 @@ def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> di
 
 
 def _other_scorers(base, dipair, corpus) -> dict:
-    """The rerankers that are not the ElasticRanker: the bi-encoder's scores and DiPair."""
+    """The rerankers that are not the ElasticRanker: the bi-encoder's scores and each DiPair
+    model (``{label: DiPair}``)."""
     scorers = {"bi-encoder scores (reference)": BiEncoderScorer(base)}
-    if dipair is not None:
-        cache = WORK / f"{corpus}.dipair-{dipair.fingerprint}"
+    for label, model in dipair.items():
+        cache = WORK / f"{corpus}.dipair-{model.fingerprint}"
         for path in [get_dataset("msmarco-dl19").corpus] if corpus == "dl19" else []:
-            dipair.build_cache(path, cache)
-        scorers["DiPair"] = DiPairScorer(dipair, cache if corpus == "dl19" else None)
+            model.build_cache(path, cache)
+        scorers[label] = DiPairScorer(model, cache if corpus == "dl19" else None)
     return scorers
 
 
@@ -346,6 +354,77 @@ def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
     }
 
 
+def targets(report: dict) -> list[dict]:
+    """The issue's targets, each checked from the measured tables: ``{target, result, met}``."""
+    quality, speed = report["quality"], report["speed"]
+    delta = report["setup"]["delta"]
+    dl = [name for name in quality if name.startswith("dl19")]
+    out = []
+    gains = {
+        name: quality[name]["ElasticRanker full"]["nDCG@10"]
+        - quality[name]["first stage"]["nDCG@10"]
+        for name in dl
+    }
+    out.append(
+        {
+            "target": "ElasticRanker full improves nDCG@10 over both DL19 first stages",
+            "result": "; ".join(f"{name}: {g * 100:+.2f} points" for name, g in gains.items()),
+            "met": all(gain > 0 for gain in gains.values()),
+        }
+    )
+    policies = [label for label in speed if label.startswith("ElasticRanker policy")]
+    results, met = [], False
+    for label in policies:
+        family = label.split()[2]  # each corpus has its own calibrated threshold
+        prefix = f"ElasticRanker policy {family} ("
+        rows = {
+            name: next(row for key, row in table.items() if key.startswith(prefix))
+            for name, table in quality.items()
+        }
+        risks = [row["risk_vs_full"] for row in rows.values()]
+        drops = [rows[name]["drop_vs_full_nDCG@10"] for name in dl]
+        within = all(r <= delta for r in risks) and all(d <= delta for d in drops)
+        ratio = speed[label]["speedup_vs_full"]
+        met = met or (ratio >= 1.5 and within)
+        results.append(
+            f"{family} {ratio:.2f}x, risk {max(risks):.3f} (nDCG@10 drop {max(drops):.3f}) "
+            f"{'within' if within else 'over'} delta"
+        )
+    out.append(
+        {
+            "target": f"a calibrated policy >= 1.5x full pairs/s, measured drop within delta "
+            f"({delta}) on queries not used for calibration",
+            "result": "; ".join(results),
+            "met": met,
+        }
+    )
+    for label in [label for label in speed if label.startswith("DiPair")]:
+        ratio = speed[label]["speedup_vs_full"]
+        out.append(
+            {
+                "target": f"{label} >= 50x the full cross-encoder's pairs/s",
+                "result": f"{ratio:.2f}x",
+                "met": ratio >= 50,
+            }
+        )
+        kept, cells = [], []
+        for name in dl:
+            first = quality[name]["first stage"]["nDCG@10"]
+            gain = (quality[name][label]["nDCG@10"] - first) * 100
+            cells.append(
+                f"{name}: {gain:+.2f} points vs the cross-encoder's {gains[name] * 100:+.2f}"
+            )
+            kept.append(gain >= 0.9 * gains[name] * 100)
+        out.append(
+            {
+                "target": f"{label} keeps >= 90% of the cross-encoder's nDCG@10 gain",
+                "result": "; ".join(cells),
+                "met": all(kept),
+            }
+        )
+    return out
+
+
 def render(report: dict) -> str:
     lines = ["# Reranking benchmark", "", f"Machine: {report['machine']}.", ""]
     setup = report.get("setup", {})
@@ -356,6 +435,12 @@ def render(report: dict) -> str:
             "(consistency loss: 1 - nDCG@10 against the full ranker's top 10).",
             "",
         ]
+    if report.get("targets"):
+        lines += ["## Targets", "", "| target | result | met |", "|---|---|---|"]
+        for row in report["targets"]:
+            met = "yes" if row["met"] else "**no**"
+            lines.append(f"| {row['target']} | {row['result']} | {met} |")
+        lines.append("")
     extra = ("drop", "speedup", "risk")
     for name, table in report["quality"].items():
         measures = [m for m in next(iter(table.values())) if not m.startswith(extra)]

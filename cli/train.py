@@ -240,6 +240,12 @@ def dipair(
     dim: int = typer.Option(None, help="Projected token dimension (64)"),
     layers: int = typer.Option(None, help="Head Transformer layers (2)"),
     heads: int = typer.Option(None, help="Head attention heads (4)"),
+    residual: bool = typer.Option(
+        None,
+        "--residual/--no-residual",
+        help="Add the bi-encoder's own similarity to the head's score, so the head learns a "
+        "correction to it (default: no)",
+    ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
@@ -268,6 +274,7 @@ def dipair(
         "dim": dim,
         "layers": layers,
         "heads": heads,
+        "residual": residual,
         "seed": seed,
         "threads": threads,
         "device": device,

@@ -81,14 +81,17 @@ def test_cache_files_and_round_trip(
     assert meta["corpus"] == str(sample_dataset().corpus.resolve())  # type: ignore[union-attr]
     stored = TokenCache(cache)
     assert stored.doc_ids == list(passages) and len(stored) == 40 and "p01" in stored
-    ids, tokens, lengths = stored.load()
+    ids, (tokens, lengths, vectors) = stored.load()
     assert tokens.shape == (40, 32, 64) and tokens.dtype == np.float16
-    expected, expected_lengths = dipair.encode_passages([passages[d].encoder_text() for d in ids])
+    assert vectors is None and stored.vector_dim == 0  # not a residual model: no vectors
+    expected, expected_lengths, _ = dipair.encode_passages(
+        [passages[d].encoder_text() for d in ids]
+    )
     np.testing.assert_array_equal(lengths, expected_lengths)
     np.testing.assert_allclose(tokens.astype(np.float32), expected, atol=2e-3, rtol=2e-3)
     # lookup: any order, across shards, repeats allowed
     wanted = [ids[33], ids[2], ids[17], ids[2]]
-    got, got_lengths = stored.lookup(wanted)
+    got, got_lengths, _ = stored.lookup(wanted)
     np.testing.assert_array_equal(got, tokens[[33, 2, 17, 2]])
     np.testing.assert_array_equal(got_lengths, lengths[[33, 2, 17, 2]])
 
@@ -120,8 +123,8 @@ def test_a_killed_build_resumes_to_the_same_arrays(
     assert report.complete and report.encoded == 2 * SHARD
     before, after = TokenCache(cache).load(), TokenCache(copy).load()
     assert before[0] == after[0]
-    np.testing.assert_array_equal(before[1], after[1])
-    np.testing.assert_array_equal(before[2], after[2])
+    np.testing.assert_array_equal(before[1].tokens, after[1].tokens)
+    np.testing.assert_array_equal(before[1].lengths, after[1].lengths)
     # a finished cache is not re-encoded
     assert dipair.build_cache(corpus, copy, shard_size=SHARD, progress=False).encoded == 0
 
@@ -180,10 +183,10 @@ def test_short_texts_are_padded_and_the_padding_is_masked(
     dipair: DiPair, passages: dict[str, Passage]
 ) -> None:
     long_text = next(iter(passages.values())).encoder_text()
-    tokens, lengths = dipair.encode_passages([SHORT, long_text])
+    tokens, lengths, _ = dipair.encode_passages([SHORT, long_text])
     assert tokens.shape == (2, 32, 64) and lengths.tolist() == [4, 32]
     assert not tokens[0, 4:].any() and tokens[0, :4].any()
-    q_tokens, q_lengths = dipair.encode_queries(["capital of france"])
+    q_tokens, q_lengths, _ = dipair.encode_queries(["capital of france"])
     assert q_tokens.shape == (1, 16, 64) and 3 <= q_lengths[0] < 16
     assert not q_tokens[0, q_lengths[0] :].any()
     scores = dipair.score_tokens(q_tokens[0], int(q_lengths[0]), tokens, lengths)
@@ -238,3 +241,93 @@ def test_a_saved_model_loads_with_the_same_fingerprint_and_scores(
         DiPair.load(path)
     with pytest.raises(MissingResourceError, match="not a DiPair model"):
         DiPair.load(tmp_path)
+
+
+# --------------------------------------------------------------------------- residual models
+
+
+@pytest.fixture(scope="module")
+def residual(denser: ElasticDenser) -> DiPair:
+    return DiPair.create(DiPairConfig(residual=True), encoder=denser, seed=13)
+
+
+def test_an_untrained_residual_model_ranks_as_the_bi_encoder(
+    residual: DiPair, denser: ElasticDenser, passages: dict[str, Passage]
+) -> None:
+    texts = [p.encoder_text() for p in passages.values()]
+    query = "who wrote hamlet"
+    cosine = denser.encode_passages(texts) @ denser.encode_queries([query])[0]
+    scores = residual.score_texts(query, texts)
+    # the head's output layer starts at zero: the score is 20 * cos(q, p) and nothing else
+    np.testing.assert_allclose(scores, 20.0 * cosine, atol=1e-4)
+    assert list(np.argsort(-scores)) == list(np.argsort(-cosine))
+    encoded = residual.encode_passages(texts[:3])
+    assert encoded.vectors is not None and encoded.vectors.shape == (3, 384)
+    with pytest.raises(ValueError, match="needs the pairs' bi-encoder similarity"):
+        residual.head(
+            torch.zeros(1, 16, 64), torch.tensor([3]), torch.zeros(2, 32, 64), torch.tensor([2, 2])
+        )
+    with pytest.raises(ValueError, match="scores with the texts' sentence embeddings"):
+        residual.score_tokens(encoded.tokens[0][:16], 3, encoded.tokens, encoded.lengths)
+
+
+def test_a_residual_cache_stores_sentence_vectors_and_scores_as_on_the_fly(
+    residual: DiPair,
+    dipair: DiPair,
+    denser: ElasticDenser,
+    corpus: Path,
+    passages: dict[str, Passage],
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "residual.dipair"
+    residual.build_cache(corpus, path, shard_size=SHARD, progress=False)
+    stored = TokenCache(path)
+    assert stored.vector_dim == 384 and len(list(path.glob("shard-*.vec"))) == 5
+    ids, (tokens, lengths, vectors) = stored.load()
+    assert vectors is not None and vectors.dtype == np.float16 and vectors.shape == (40, 384)
+    np.testing.assert_allclose(
+        vectors.astype(np.float32),
+        denser.encode_passages([passages[d].encoder_text() for d in ids]),
+        atol=2e-3,
+    )
+    wanted = [ids[30], ids[1], ids[30]]
+    looked = stored.lookup(wanted)
+    assert looked.vectors is not None
+    np.testing.assert_array_equal(looked.vectors, vectors[[30, 1, 30]])
+    query = "capital of france"
+    np.testing.assert_allclose(
+        residual.score(query, wanted, path),
+        residual.score_texts(query, [passages[d].encoder_text() for d in wanted]),
+        atol=0.05,  # float16 rounding of tokens and vectors, times the scale of 20
+    )
+    # a killed build (one .vec in place, its .npy not yet) resumes to the same vectors
+    (path / "shard-00003.npy").unlink()
+    assert residual.build_cache(corpus, path, shard_size=SHARD, progress=False).encoded == SHARD
+    np.testing.assert_array_equal(TokenCache(path).load()[1].vectors, vectors)
+    # a non-residual cache cannot serve a residual model, nor the other way round
+    plain = tmp_path / "plain.dipair"
+    dipair.build_cache(corpus, plain, shard_size=SHARD, progress=False)
+    with pytest.raises(ValueError, match="rebuild the cache with this model"):
+        residual.score(query, wanted, plain)
+    with pytest.raises(ValueError, match="rebuild the cache with this model"):
+        dipair.score(query, wanted, path)
+
+
+def test_a_saved_residual_model_loads_residual(residual: DiPair, tmp_path: Path) -> None:
+    path = residual.save(tmp_path / "residual-model")
+    manifest = json.loads((path / "elasticir.json").read_text())
+    assert manifest["residual"] is True
+    loaded = DiPair.load(path)
+    assert loaded.config.residual and loaded.fingerprint == residual.fingerprint
+    texts = ["Paris is the capital of France.", "Hamlet is a play."]
+    np.testing.assert_array_equal(
+        loaded.score_texts("capital of france", texts),
+        residual.score_texts("capital of france", texts),
+    )
+    # a manifest written before residual models existed has no "residual": a plain model
+    del manifest["residual"]
+    (path / "elasticir.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputFormatError, match="weights of this DiPair head"):
+        DiPair.load(path)  # the plain head has no residual_scale: the weights do not fit
+    with pytest.raises(ValueError, match="residual must be true or false"):
+        DiPairConfig(residual="yes")  # type: ignore[arg-type]

@@ -363,3 +363,34 @@ def test_python_cascade_takes_the_corpus_from_the_first_stage(
     assert all(len(run[q.query_id]) == 3 for q in queries)
     assert all(set(run[q.query_id]) <= set(first[q.query_id]) for q in queries)
     assert pipeline.reports()["Rerank(DiPairScorer)"]["pairs scored"] == 30
+
+
+def test_a_residual_head_trains_through_both_stages(tiny: DiPairTrainConfig) -> None:
+    config = dataclasses.replace(tiny, output=tiny.output.with_name("residual"), residual=True)
+    data = prepare_dipair_data(config, progress=False)
+    assert data.query_vectors is not None and data.passage_vectors is not None
+    start = initial_dipair(config)
+    batch = data.batch(1, 1)
+    with torch.no_grad():
+        cached = data.losses(start.head.eval(), batch)  # cached frozen vectors
+        live = data.losses(start.head, batch, start.encoder.model)  # the encoder run live
+        # untrained, a residual head scores 20 * cos(q, p): the bi-encoder's own ranking
+        scores = data.scores(start.head, batch)
+    assert abs(cached["total"].item() - live["total"].item()) < 1e-2
+    rows = batch.passage_rows[0][batch.mask[0]]
+    query = data.queries[int(batch.query_rows[0])]
+    cosine = (
+        start.encoder.encode_passages([data.passages[int(r)] for r in rows])
+        @ (start.encoder.encode_queries([query])[0])
+    )
+    np.testing.assert_allclose(scores[0][: len(rows)].numpy(), 20 * cosine, atol=0.05)
+
+    path = train_dipair(config, progress=False)
+    model = DiPair.load(path)
+    assert model.config.residual
+    trained = model.head.state_dict()
+    assert trained["score.weight"].abs().sum() > 0  # the correction was learned
+    assert trained["residual_scale"].item() != 20.0
+    with torch.no_grad():
+        end = data.losses(model.head.eval(), batch, model.encoder.model)
+    assert end["total"] < cached["total"], (cached, end)

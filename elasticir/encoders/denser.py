@@ -322,14 +322,7 @@ class ElasticDenser:
             yield order[start : start + batch_size]
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.settings.pooling == "cls":
-            vectors = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        if self.settings.normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors
+        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -368,3 +361,17 @@ class ElasticDenser:
         if self._own_fingerprint is None:
             self._own_fingerprint = model_fingerprint(self.model_path, self.settings)
         return self._own_fingerprint
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """Sentence vectors ``(B, H)`` of token outputs ``hidden`` ``(B, T, H)`` under ``mask``
+    ``(B, T)``: the [CLS] output (``pooling == "cls"``) or the mean over real tokens, then
+    L2-normalised when ``normalize``."""
+    if pooling == "cls":
+        vectors = hidden[:, 0]
+    else:
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    if normalize:
+        vectors = torch.nn.functional.normalize(vectors, dim=-1)
+    return vectors

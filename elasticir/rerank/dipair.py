@@ -10,6 +10,13 @@ linear map (one for each side). A small Transformer head reads the sequence
 and a linear layer on the [SCORE] position gives the pair's score. Padding (texts shorter than
 ``query_tokens`` / ``k`` tokens) is masked out of attention.
 
+A *residual* model (``DiPairConfig.residual``) adds the bi-encoder's own similarity to that
+score: ``score = head(...) + scale * cos(q, p)``, where ``q`` and ``p`` are the encoder's
+sentence embeddings of the whole texts (its own pooling, before truncation) and ``scale`` is
+learned. The head's output layer starts at zero, so an untrained residual model ranks exactly
+as the bi-encoder does and training learns a correction on top of it. The token cache then
+also stores each passage's sentence embedding (float16).
+
 Passages are encoded once, at indexing time, into a token cache
 (:mod:`elasticir.rerank.token_cache`: ``(k, dim)`` float16 per passage). At query time the
 query is encoded once and every candidate is scored from the cache in one batched call of
@@ -36,7 +43,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +66,7 @@ __all__ = [
     "DiPairConfig",
     "DiPairHead",
     "DiPairScorer",
+    "EncodedTexts",
     "encoder_token_outputs",
     "read_manifest",
 ]
@@ -83,7 +91,8 @@ class DiPairConfig:
     width ``dim`` with ``heads`` attention heads and a feed-forward size of ``ffn``
     (``None``: ``4 * dim``). ``query_max_length`` / ``passage_max_length`` are how many tokens
     the encoder reads before its outputs are truncated (``None``: the encoder's own passage
-    length, resolved when a model is created).
+    length, resolved when a model is created). ``residual`` adds the bi-encoder's similarity
+    to the head's score (see the module docstring).
     """
 
     k: int = 32
@@ -95,8 +104,11 @@ class DiPairConfig:
     dropout: float = 0.1
     query_max_length: int = 64
     passage_max_length: int | None = None
+    residual: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"residual must be true or false, got {self.residual!r}")
         for name in ("k", "query_tokens", "dim", "layers", "heads", "query_max_length"):
             check_int(name, getattr(self, name))
         for name in ("ffn", "passage_max_length"):
@@ -129,6 +141,14 @@ class DiPairConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What fingerprints and training keys hash: :meth:`to_dict` without ``residual``
+        when it is off, so plain models keep the fingerprints they had before it existed."""
+        values = self.to_dict()
+        if not values["residual"]:
+            del values["residual"]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DiPairConfig:
@@ -170,6 +190,11 @@ class DiPairHead(nn.Module):
         self.score = nn.Linear(dim, 1)
         for table in (self.positions.weight, self.segments.weight, self.score_token):
             nn.init.normal_(table, std=0.02)
+        if config.residual:
+            # Starts as the bi-encoder: a zero correction on top of cos / 0.05.
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+            self.residual_scale = nn.Parameter(torch.tensor(20.0))
         sequence = torch.tensor(
             [_SCORE] + [_QUERY] * config.query_tokens + [_PASSAGE] * config.k, dtype=torch.long
         )
@@ -184,11 +209,19 @@ class DiPairHead(nn.Module):
         query_lengths: torch.Tensor,
         passages: torch.Tensor,
         passage_lengths: torch.Tensor,
+        similarity: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scores ``(B,)`` of projected ``query`` ``(B or 1, kq, dim)`` and ``passages``
         ``(B, k, dim)``; a single query row is shared by every passage. Positions at or beyond
-        a text's length are padding: masked, whatever they hold."""
+        a text's length are padding: masked, whatever they hold. A residual head also takes
+        the bi-encoder's ``similarity`` ``(B,)`` of each pair (and only a residual head)."""
         config = self.config
+        if config.residual != (similarity is not None):
+            raise ValueError(
+                "a residual DiPair head needs the pairs' bi-encoder similarity"
+                if config.residual
+                else "this DiPair head is not residual: it takes no similarity"
+            )
         batch = passages.shape[0]
         expected_q, expected_p = (config.query_tokens, config.dim), (config.k, config.dim)
         if tuple(query.shape[1:]) != expected_q or tuple(passages.shape[1:]) != expected_p:
@@ -210,10 +243,21 @@ class DiPairHead(nn.Module):
         keep_score = torch.zeros(batch, 1, dtype=torch.bool, device=x.device)
         padding = torch.cat([keep_score, q_pad, p_pad], dim=1)
         hidden = self.layers(x, src_key_padding_mask=padding)
-        return self.score(hidden[:, 0]).squeeze(-1)
+        out = self.score(hidden[:, 0]).squeeze(-1)
+        if similarity is not None:
+            out = out + self.residual_scale * similarity.reshape(-1).to(out.dtype)
+        return out
 
 
 # --------------------------------------------------------------------------- encoder outputs
+
+
+class EncodedTexts(NamedTuple):
+    """What :func:`encoder_token_outputs` returns for ``n`` texts."""
+
+    tokens: np.ndarray  # (n, keep, d) float32, zeros beyond each text
+    lengths: np.ndarray  # (n,) int32: min(tokens of the text, keep)
+    vectors: np.ndarray | None  # (n, hidden) float32 sentence embeddings, when asked for
 
 
 def encoder_token_outputs(
@@ -223,10 +267,12 @@ def encoder_token_outputs(
     max_length: int,
     keep: int,
     project: nn.Module | None = None,
+    vectors: bool = False,
     batch_size: int | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``keep`` token outputs of each text: ``(n, keep, d)`` float32 and lengths.
+) -> EncodedTexts:
+    """The first ``keep`` token outputs of each text (and, with ``vectors``, its sentence
+    embedding: the encoder's pooling over all its tokens, from the same forward pass).
 
     The encoder (``encoder.model`` at full compute) reads up to ``max_length`` tokens; its
     last layer's first ``keep`` vectors are kept, passed through ``project`` when given
@@ -235,20 +281,24 @@ def encoder_token_outputs(
     :class:`~elasticir.encoders.denser.ElasticDenser` does.
     """
     model, tokenizer = encoder.model, encoder.tokenizer
-    width = int(model.config.hidden_size)
+    hidden_size = width = int(model.config.hidden_size)
     if project is not None:
         width = int(project.out_features)
     out = np.zeros((len(texts), keep, width), dtype=np.float32)
     lengths = np.zeros(len(texts), dtype=np.int32)
+    pooled = np.zeros((len(texts), hidden_size), dtype=np.float32) if vectors else None
     if len(texts) == 0:
-        return out, lengths
+        return EncodedTexts(out, lengths, pooled)
     input_ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     for rows in encoder._batches(input_ids, batch_size or encoder.batch_size):
         batch = tokenizer.pad({"input_ids": [input_ids[i] for i in rows]}, return_tensors="pt").to(
             encoder.device
         )
         with torch.inference_mode(), encoder._autocast():
-            hidden = model(**batch).last_hidden_state[:, :keep].float()
+            full = model(**batch).last_hidden_state.float()
+            if pooled is not None:
+                pooled[rows] = encoder._pool(full, batch["attention_mask"]).cpu().numpy()
+            hidden = full[:, :keep]
             mask = batch["attention_mask"][:, :keep].unsqueeze(-1).to(hidden.dtype)
             if project is not None:
                 hidden = project(hidden)
@@ -257,19 +307,27 @@ def encoder_token_outputs(
         lengths[rows] = [min(len(input_ids[i]), keep) for i in rows]
         if progress is not None:
             progress(len(rows))
-    return out, lengths
+    return EncodedTexts(out, lengths, pooled)
 
 
 def token_states(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int
-) -> torch.Tensor:
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    keep: int,
+    pooling: tuple[str, bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(B, keep, hidden)`` first token outputs of a padded batch, zeros beyond the text
-    (gradients flow: the end-to-end training path)."""
-    hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    hidden = hidden[:, :keep] * attention_mask[:, :keep].unsqueeze(-1).to(hidden.dtype)
+    (gradients flow: the end-to-end training path), and with ``pooling`` (``(pooling,
+    normalize)`` of the encoder) the sentence embeddings ``(B, hidden)``, else None."""
+    from elasticir.encoders.denser import pool
+
+    full = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = full[:, :keep] * attention_mask[:, :keep].unsqueeze(-1).to(full.dtype)
     if hidden.shape[1] < keep:
         hidden = nn.functional.pad(hidden, (0, 0, 0, keep - hidden.shape[1]))
-    return hidden
+    vectors = None if pooling is None else pool(full, attention_mask, *pooling)
+    return hidden, vectors
 
 
 # --------------------------------------------------------------------------- the model
@@ -402,14 +460,10 @@ class DiPair:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256()
+            config = dataclasses.replace(self.config, ffn=self.config.ffn_size).identity()
             digest.update(
                 json.dumps(
-                    {
-                        "config": dataclasses.replace(
-                            self.config, ffn=self.config.ffn_size
-                        ).to_dict(),
-                        "encoder": self.encoder_spec["fingerprint"],
-                    },
+                    {"config": config, "encoder": self.encoder_spec["fingerprint"]},
                     sort_keys=True,
                 ).encode()
             )
@@ -431,16 +485,16 @@ class DiPair:
         }
 
     # -- encoding --------------------------------------------------------------------------
-    def encode_queries(
-        self, queries: Sequence[str], batch_size: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Projected query tokens ``(n, query_tokens, dim)`` float32 and their lengths."""
+    def encode_queries(self, queries: Sequence[str], batch_size: int | None = None) -> EncodedTexts:
+        """Projected query tokens ``(n, query_tokens, dim)`` float32, their lengths, and (for a
+        residual model) the queries' sentence embeddings."""
         return encoder_token_outputs(
             self.encoder,
             queries,
             max_length=self.config.query_max_length,
             keep=self.config.query_tokens,
             project=self.head.query_projection,
+            vectors=self.config.residual,
             batch_size=batch_size,
         )
 
@@ -449,15 +503,17 @@ class DiPair:
         passages: Sequence[str],
         batch_size: int | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Projected passage tokens ``(n, k, dim)`` float32 and their lengths (what the token
-        cache stores, before its float16 rounding)."""
+    ) -> EncodedTexts:
+        """Projected passage tokens ``(n, k, dim)`` float32, their lengths and (for a residual
+        model) sentence embeddings: what the token cache stores, before its float16
+        rounding."""
         return encoder_token_outputs(
             self.encoder,
             passages,
             max_length=int(self.config.passage_max_length or 0),
             keep=self.config.k,
             project=self.head.passage_projection,
+            vectors=self.config.residual,
             batch_size=batch_size,
             progress=progress,
         )
@@ -469,13 +525,25 @@ class DiPair:
         query_length: int,
         passages: np.ndarray,
         passage_lengths: np.ndarray,
+        query_vector: np.ndarray | None = None,
+        passage_vectors: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores ``(n,)`` float32 of one projected query ``(query_tokens, dim)`` against
         projected passages ``(n, k, dim)`` (any float dtype), in head batches of
-        ``batch_size``."""
+        ``batch_size``. A residual model also needs the query's sentence embedding
+        ``(hidden,)`` and the passages' ``(n, hidden)``."""
+        residual = self.config.residual
+        if residual and (query_vector is None or passage_vectors is None):
+            raise ValueError("a residual DiPair model scores with the texts' sentence embeddings")
         query_t = torch.as_tensor(np.asarray(query, dtype=np.float32), device=self.device)
         query_t = query_t.reshape(1, self.config.query_tokens, self.config.dim)
         q_len = torch.tensor([int(query_length)], device=self.device)
+        similarity = None
+        if residual:
+            assert query_vector is not None and passage_vectors is not None
+            similarity = np.asarray(passage_vectors, dtype=np.float32) @ np.asarray(
+                query_vector, dtype=np.float32
+            )
         out = np.empty(len(passages), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(passages), self.batch_size):
@@ -486,8 +554,22 @@ class DiPair:
                 lengths = torch.as_tensor(
                     np.asarray(passage_lengths[start:stop], dtype=np.int64), device=self.device
                 )
-                out[start:stop] = self.head(query_t, q_len, chunk, lengths).float().cpu().numpy()
+                sim = None
+                if similarity is not None:
+                    sim = torch.as_tensor(similarity[start:stop], device=self.device)
+                scores = self.head(query_t, q_len, chunk, lengths, sim)
+                out[start:stop] = scores.float().cpu().numpy()
         return out
+
+    def _score_encoded(self, query: EncodedTexts, row: int, passages: EncodedTexts) -> np.ndarray:
+        return self.score_tokens(
+            query.tokens[row],
+            int(query.lengths[row]),
+            passages.tokens,
+            passages.lengths,
+            None if query.vectors is None else query.vectors[row],
+            passages.vectors,
+        )
 
     def score(
         self, query: str, doc_ids: Sequence[str], cache: TokenCache | str | Path
@@ -498,15 +580,11 @@ class DiPair:
         :class:`~elasticir.rerank.token_cache.MissingTokensError` listing ids it lacks.
         """
         cache = self.check_cache(cache)
-        tokens, lengths = cache.lookup(doc_ids)
-        q_tokens, q_lengths = self.encode_queries([query])
-        return self.score_tokens(q_tokens[0], int(q_lengths[0]), tokens, lengths)
+        return self._score_encoded(self.encode_queries([query]), 0, cache.lookup(doc_ids))
 
     def score_texts(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Scores of passage texts encoded on the fly (the cached path, in float32)."""
-        tokens, lengths = self.encode_passages(passages)
-        q_tokens, q_lengths = self.encode_queries([query])
-        return self.score_tokens(q_tokens[0], int(q_lengths[0]), tokens, lengths)
+        return self._score_encoded(self.encode_queries([query]), 0, self.encode_passages(passages))
 
     def rerank(
         self,
@@ -526,13 +604,12 @@ class DiPair:
                 f"the topics (e.g. {unknown[:3]})"
             )
         order = [qid for qid in texts if qid in run]
-        q_tokens, q_lengths = self.encode_queries([texts[qid] for qid in order])
+        encoded = self.encode_queries([texts[qid] for qid in order])
         out: Run = {}
         for row, qid in enumerate(order):
             ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
             docs = [doc for doc, _ in (ranked if depth is None else ranked[:depth])]
-            tokens, lengths = cache.lookup(docs)
-            scores = self.score_tokens(q_tokens[row], int(q_lengths[row]), tokens, lengths)
+            scores = self._score_encoded(encoded, row, cache.lookup(docs))
             out[qid] = dict(zip(docs, scores.tolist()))
         return out
 
@@ -547,6 +624,11 @@ class DiPair:
                 f"{cache.path} holds passage tokens of DiPair model {cache.meta.get('model')!r} "
                 f"(fingerprint {cache.model_fingerprint}); this model's fingerprint is "
                 f"{self.fingerprint}: rebuild the cache with this model"
+            )
+        if self.config.residual and cache.vector_dim != self.encoder.dim:
+            raise ValueError(
+                f"{cache.path} holds no {self.encoder.dim}-d sentence embeddings, which this "
+                "residual DiPair model scores with: rebuild the cache with this model"
             )
         return cache
 
@@ -635,6 +717,7 @@ class DiPair:
             "head": config.head_dict(),
             "query_max_length": config.query_max_length,
             "passage_max_length": config.passage_max_length,
+            "residual": config.residual,
             "encoder": spec,
             "training": dict(training) if training is not None else None,
         }
@@ -655,18 +738,17 @@ class DiPairScorer(Reranker):
     def __init__(self, dipair: DiPair, cache: TokenCache | str | Path | None = None) -> None:
         self.dipair = dipair
         self.cache = None if cache is None else dipair.check_cache(cache)
-        self._last: tuple[str, np.ndarray, int] | None = None
+        self._last: tuple[str, EncodedTexts] | None = None
 
     def score(self, query: str, passages: Sequence[Passage]) -> np.ndarray:
         last = self._last
         if last is None or last[0] != query:
-            tokens, lengths = self.dipair.encode_queries([query])
-            last = self._last = (query, tokens[0], int(lengths[0]))
+            last = self._last = (query, self.dipair.encode_queries([query]))
         if self.cache is not None:
-            p_tokens, p_lengths = self.cache.lookup([p.doc_id for p in passages])
+            encoded = self.cache.lookup([p.doc_id for p in passages])
         else:
-            p_tokens, p_lengths = self.dipair.encode_passages([p.encoder_text() for p in passages])
-        return self.dipair.score_tokens(last[1], last[2], p_tokens, p_lengths)
+            encoded = self.dipair.encode_passages([p.encoder_text() for p in passages])
+        return self.dipair._score_encoded(last[1], 0, encoded)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -711,6 +793,7 @@ def _config_from_manifest(path: Path, manifest: Mapping[str, Any]) -> DiPairConf
             dropout=head["dropout"],
             query_max_length=manifest["query_max_length"],
             passage_max_length=manifest["passage_max_length"],
+            residual=manifest.get("residual", False),  # models written before it existed
         )
     except (KeyError, TypeError, ValueError) as err:
         raise InputFormatError(

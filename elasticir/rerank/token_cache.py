@@ -5,15 +5,18 @@ Layout of a cache directory (by convention ``<index>.dipair/`` beside a dense in
     meta.json            DiPair model fingerprint, k, dim, dtype, shard size, corpus
     shard-00000.ids      one doc id per line, in corpus order
     shard-00000.len      (rows,) int32: tokens kept per passage (< k for short passages)
+    shard-00000.vec      (rows, vector_dim) float16 sentence embeddings, only when the
+                         cache has them (``vector_dim`` > 0: residual DiPair models)
     shard-00000.npy      (rows, k, dim) float16, the same rows in the same order
     ...
 
 It is written like an :class:`~elasticir.index.store.EmbeddingStore`: shard ``s`` holds
 passages ``[s * shard_size, (s + 1) * shard_size)`` of the corpus in reading order, each file
-is renamed into place only once complete (``.ids``, then ``.len``, then ``.npy``, so an
-``.npy`` proves its shard is whole), and rerunning after a kill keeps finished shards and
-encodes the rest. ``meta.json`` is checked on every rerun: a cache made by another DiPair
-model (fingerprint), with another ``k``, ``dim``, shard size or corpus is refused.
+is renamed into place only once complete (``.ids``, then ``.len``, then ``.vec``, then
+``.npy``, so an ``.npy`` proves its shard is whole), and rerunning after a kill keeps finished
+shards and encodes the rest. ``meta.json`` is checked on every rerun: a cache made by another
+DiPair model (fingerprint), with another ``k``, ``dim``, ``vector_dim``, shard size or corpus
+is refused.
 
 Rows beyond a passage's length are zeros; the DiPair head masks them out.
 """
@@ -40,6 +43,7 @@ from elasticir.index.store import (
     _write_json,
 )
 from elasticir.progress import progress_bar
+from elasticir.rerank.dipair import EncodedTexts
 
 if TYPE_CHECKING:
     from elasticir.rerank.dipair import DiPair
@@ -59,10 +63,21 @@ CACHE_FORMAT = "elasticir-dipair-tokens"
 DEFAULT_SHARD_SIZE = 4096
 DTYPE = "float16"
 # meta.json fields that must agree for a rerun to add to an existing cache
-_CHECKED = ("format", "model_fingerprint", "k", "dim", "dtype", "shard_size", "corpus")
+_CHECKED = (
+    "format",
+    "model_fingerprint",
+    "k",
+    "dim",
+    "vector_dim",
+    "dtype",
+    "shard_size",
+    "corpus",
+)
+# what a cache written before a field existed holds for it
+_DEFAULTS = {"vector_dim": 0}
 
-# texts, progress -> (tokens (n, k, dim), lengths (n,))
-TokenEncoder = Callable[[Sequence[str], Callable[[int], None]], tuple[np.ndarray, np.ndarray]]
+# texts, progress -> tokens (n, k, dim), lengths (n,), sentence vectors (n, vector_dim) or None
+TokenEncoder = Callable[[Sequence[str], Callable[[int], None]], EncodedTexts]
 
 
 class MissingTokensError(ValueError):
@@ -110,11 +125,17 @@ class TokenCache(ShardedDirectory):
         self._ids: list[str] = []
         self._offsets: np.ndarray | None = None
         self._tokens: list[np.ndarray] = []
+        self._vectors: list[np.ndarray] = []
         self._lengths: np.ndarray | None = None
 
     @property
     def k(self) -> int:
         return int(self.meta["k"])
+
+    @property
+    def vector_dim(self) -> int:
+        """Size of the stored sentence embeddings (0: the cache has none)."""
+        return int(self.meta.get("vector_dim", 0))
 
     @property
     def model_fingerprint(self) -> str:
@@ -127,6 +148,7 @@ class TokenCache(ShardedDirectory):
         ids: list[str] = []
         offsets = [0]
         tokens: list[np.ndarray] = []
+        vectors: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
         for npy in self.shard_paths():
             shard_ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
@@ -144,6 +166,16 @@ class TokenCache(ShardedDirectory):
                 raise InputFormatError(
                     npy.with_suffix(".len"), None, f"{len(shard_ids)} lengths", shard_lengths.shape
                 )
+            if self.vector_dim:
+                shard_vectors = np.load(npy.with_suffix(".vec"), mmap_mode="r")
+                if shard_vectors.shape != (len(shard_ids), self.vector_dim):
+                    raise InputFormatError(
+                        npy.with_suffix(".vec"),
+                        None,
+                        f"float16 of shape ({len(shard_ids)}, {self.vector_dim})",
+                        f"{shard_vectors.dtype} {shard_vectors.shape}",
+                    )
+                vectors.append(shard_vectors)
             ids.extend(shard_ids)
             offsets.append(len(ids))
             tokens.append(array)
@@ -151,7 +183,7 @@ class TokenCache(ShardedDirectory):
         rows = {doc_id: row for row, doc_id in enumerate(ids)}
         if len(rows) != len(ids):
             raise InputFormatError(self.path, None, "unique doc ids across shards")
-        self._ids, self._tokens = ids, tokens
+        self._ids, self._tokens, self._vectors = ids, tokens, vectors
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int32)
         self._rows = rows
@@ -171,8 +203,9 @@ class TokenCache(ShardedDirectory):
         assert self._rows is not None
         return doc_id in self._rows
 
-    def lookup(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens ``(n, k, dim)`` float16 and lengths ``(n,)`` int32 of ``doc_ids``, in order.
+    def lookup(self, doc_ids: Sequence[str]) -> EncodedTexts:
+        """Tokens ``(n, k, dim)`` float16, lengths ``(n,)`` int32 and, when the cache has
+        them, sentence vectors ``(n, vector_dim)`` float16 of ``doc_ids``, in order.
 
         Raises :class:`MissingTokensError` listing the ids the cache lacks.
         """
@@ -185,23 +218,36 @@ class TokenCache(ShardedDirectory):
             raise MissingTokensError(self.path, list(dict.fromkeys(missing)))
         rows = np.fromiter((rows_map[d] for d in doc_ids), dtype=np.int64, count=len(doc_ids))
         out = np.empty((len(rows), self.k, self.dim), dtype=np.float16)
+        vectors = None
+        if self.vector_dim:
+            vectors = np.empty((len(rows), self.vector_dim), dtype=np.float16)
         shards = np.searchsorted(self._offsets, rows, side="right") - 1
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
             local = rows[where] - self._offsets[shard]
             order = np.argsort(local, kind="stable")  # ascending reads from the memory map
             out[where[order]] = self._tokens[int(shard)][local[order]]
-        return out, self._lengths[rows].copy()
+            if vectors is not None:
+                vectors[where[order]] = self._vectors[int(shard)][local[order]]
+        return EncodedTexts(out, self._lengths[rows].copy(), vectors)
 
-    def load(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Every doc id, all tokens ``(n, k, dim)`` float16 and lengths ``(n,)``, in memory."""
+    def load(self) -> tuple[list[str], EncodedTexts]:
+        """Every doc id and everything stored of them (tokens ``(n, k, dim)`` float16,
+        lengths ``(n,)``, vectors or None), in memory."""
         self._open()
         assert self._lengths is not None
         if self._tokens:
             tokens = np.concatenate([np.asarray(t) for t in self._tokens])
         else:
             tokens = np.empty((0, self.k, self.dim), np.float16)
-        return list(self._ids), tokens, self._lengths.copy()
+        vectors = None
+        if self.vector_dim:
+            vectors = (
+                np.concatenate([np.asarray(v) for v in self._vectors])
+                if self._vectors
+                else np.empty((0, self.vector_dim), np.float16)
+            )
+        return list(self._ids), EncodedTexts(tokens, self._lengths.copy(), vectors)
 
 
 def build_token_cache(
@@ -221,7 +267,7 @@ def build_token_cache(
     directory holds a cache made by another model or with other settings.
     """
 
-    def encode(texts: Sequence[str], advance: Callable[[int], None]) -> tuple[Any, Any]:
+    def encode(texts: Sequence[str], advance: Callable[[int], None]) -> EncodedTexts:
         return dipair.encode_passages(texts, batch_size=batch_size, progress=advance)
 
     return write_token_cache(
@@ -231,6 +277,7 @@ def build_token_cache(
         model=dipair.describe(),
         k=dipair.k,
         dim=dipair.dim,
+        vector_dim=dipair.encoder.dim if dipair.config.residual else 0,
         shard_size=shard_size,
         shard=shard,
         progress=progress,
@@ -245,12 +292,14 @@ def write_token_cache(
     model: dict[str, Any],
     k: int,
     dim: int,
+    vector_dim: int = 0,
     shard_size: int = DEFAULT_SHARD_SIZE,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
     label: str | None = None,
 ) -> EncodeReport:
-    """The writer behind :func:`build_token_cache`, for any ``encode(texts, advance)``.
+    """The writer behind :func:`build_token_cache`, for any ``encode(texts, advance)``;
+    with ``vector_dim`` it must also return sentence vectors of that size.
 
     ``model`` describes the encoding and must hold a ``"model_fingerprint"``: the cache is
     refused to any other. (Training uses it for the frozen encoder's unprojected outputs.)
@@ -272,6 +321,7 @@ def write_token_cache(
         "model_fingerprint": model["model_fingerprint"],
         "k": int(k),
         "dim": int(dim),
+        "vector_dim": int(vector_dim),
         "dtype": DTYPE,
         "shard_size": shard_size,
         "corpus": str(Path(corpus).resolve()),
@@ -296,6 +346,7 @@ def _write_into(
 ) -> EncodeReport:
     index, count = shard
     k, dim, shard_size = meta["k"], meta["dim"], meta["shard_size"]
+    vector_dim = meta["vector_dim"]
     _remove_stale_leftovers(cache_dir)
     meta = _open_meta(cache_dir, meta)
     total = count_passages(corpus)
@@ -309,15 +360,23 @@ def _write_into(
             if number % count != index or target.exists():
                 advance(len(passages))
                 continue
-            tokens, lengths = encode([p.encoder_text() for p in passages], advance)
+            tokens, lengths, vectors = encode([p.encoder_text() for p in passages], advance)
             if tokens.shape != (len(passages), k, dim) or lengths.shape != (len(passages),):
                 raise ValueError(
                     f"the token encoder returned {tokens.shape} tokens and {lengths.shape} "
                     f"lengths for {len(passages)} passages (k={k}, dim={dim})"
                 )
-            if not np.all(np.abs(tokens) <= np.finfo(np.float16).max):
-                raise ValueError("token vectors overflow float16 (or are not finite)")
-            _write_shard(target, [p.doc_id for p in passages], tokens, lengths)
+            expected = (len(passages), vector_dim) if vector_dim else None
+            if (None if vectors is None else vectors.shape) != expected:
+                got = None if vectors is None else vectors.shape
+                raise ValueError(
+                    f"the token encoder returned sentence vectors {got} for {len(passages)} "
+                    f"passages; the cache stores {expected}"
+                )
+            for array in (tokens, vectors):
+                if array is not None and not np.all(np.abs(array) <= np.finfo(np.float16).max):
+                    raise ValueError("token vectors overflow float16 (or are not finite)")
+            _write_shard(target, [p.doc_id for p in passages], tokens, lengths, vectors)
             encoded += len(passages)
     if meta.get("num_shards") != num_shards:
         meta = {**meta, "num_shards": num_shards, "num_passages": total}
@@ -331,7 +390,7 @@ def _open_meta(cache_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         _write_json(path, meta)
         return meta
-    existing = json.loads(path.read_text(encoding="utf-8"))
+    existing = {**_DEFAULTS, **json.loads(path.read_text(encoding="utf-8"))}
     differ = [key for key in _CHECKED if existing.get(key) != meta.get(key)]
     if differ:
         details = "; ".join(
@@ -344,10 +403,19 @@ def _open_meta(cache_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return existing
 
 
-def _write_shard(target: Path, doc_ids: list[str], tokens: np.ndarray, lengths: np.ndarray) -> None:
+def _write_shard(
+    target: Path,
+    doc_ids: list[str],
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    vectors: np.ndarray | None,
+) -> None:
     with atomic_file(target.with_suffix(".ids")) as tmp:
         tmp.write_text("".join(f"{d}\n" for d in doc_ids), encoding="utf-8")
     with atomic_file(target.with_suffix(".len")) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(lengths, dtype=np.int32))
+    if vectors is not None:
+        with atomic_file(target.with_suffix(".vec")) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(vectors, dtype=np.float16))
     with atomic_file(target) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(tokens, dtype=np.float16))

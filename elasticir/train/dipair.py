@@ -125,7 +125,7 @@ class DiPairTrainConfig(TrainConfigFile):
     """Everything that decides a DiPair training run; ``to_json`` / ``from_json`` round-trip it.
 
     Model shape: ``k``, ``query_tokens``, ``dim``, ``layers``, ``heads``, ``ffn``,
-    ``dropout``, ``query_max_length``, ``passage_max_length`` (see
+    ``dropout``, ``query_max_length``, ``passage_max_length``, ``residual`` (see
     :class:`~elasticir.rerank.dipair.DiPairConfig`). Data: ``sources`` (names of
     :data:`SOURCES`; None = all), ``max_groups`` per source (seeded sample; None = all),
     ``max_passages`` kept per group (positives first, a seeded sample of the rest),
@@ -152,6 +152,7 @@ class DiPairTrainConfig(TrainConfigFile):
     dropout: float = 0.1
     query_max_length: int = 64
     passage_max_length: int | None = None
+    residual: bool = False
     max_groups: int | None = None
     max_passages: int = 32
     group_size: int = 16
@@ -222,6 +223,12 @@ class DiPairTrainConfig(TrainConfigFile):
         self.model_config()  # the model shape is checked by DiPairConfig
 
     # -- derived -----------------------------------------------------------------------------
+    def training_fields(self) -> dict[str, Any]:
+        values = super().training_fields()
+        if not values["residual"]:
+            del values["residual"]  # the keys of plain runs made before it existed stay valid
+        return values
+
     def model_config(self) -> DiPairConfig:
         return DiPairConfig(
             k=self.k,
@@ -233,6 +240,7 @@ class DiPairTrainConfig(TrainConfigFile):
             dropout=self.dropout,
             query_max_length=self.query_max_length,
             passage_max_length=self.passage_max_length,
+            residual=self.residual,
         )
 
     def stage_batch_size(self, stage: int) -> int:
@@ -377,6 +385,9 @@ class DiPairData:
     query_lengths: torch.Tensor
     passage_states: torch.Tensor  # (passages, k, hidden) float16
     passage_lengths: torch.Tensor
+    query_vectors: torch.Tensor | None  # (queries, hidden) float16 sentence embeddings
+    passage_vectors: torch.Tensor | None  # (passages, hidden): both only for a residual head
+    pooling: tuple[str, bool]  # the encoder's pooling and normalisation
     pad_token_id: int
     encoder_fingerprint: str
     key: str
@@ -417,26 +428,41 @@ class DiPairData:
         mask = batch.mask
         flat = batch.passage_rows[mask]
         p_unique, p_inverse = np.unique(flat, return_inverse=True)
+        q_vectors = p_vectors = None
         if encoder is None:
-            q_states = self.query_states[torch.from_numpy(q_unique)].to(device).float()
-            q_lengths = self.query_lengths[torch.from_numpy(q_unique)].to(device)
-            p_states = self.passage_states[torch.from_numpy(p_unique)].to(device).float()
-            p_lengths = self.passage_lengths[torch.from_numpy(p_unique)].to(device)
+            q_rows, p_rows = torch.from_numpy(q_unique), torch.from_numpy(p_unique)
+            q_states = self.query_states[q_rows].to(device).float()
+            q_lengths = self.query_lengths[q_rows].to(device)
+            p_states = self.passage_states[p_rows].to(device).float()
+            p_lengths = self.passage_lengths[p_rows].to(device)
+            if self.query_vectors is not None and self.passage_vectors is not None:
+                q_vectors = self.query_vectors[q_rows].to(device).float()
+                p_vectors = self.passage_vectors[p_rows].to(device).float()
         else:
-            q_states, q_lengths = self._encode(encoder, self.query_ids, q_unique, "query")
-            p_states, p_lengths = self._encode(encoder, self.passage_ids, p_unique, "passage")
+            q_states, q_lengths, q_vectors = self._encode(
+                encoder, self.query_ids, q_unique, "query"
+            )
+            p_states, p_lengths, p_vectors = self._encode(
+                encoder, self.passage_ids, p_unique, "passage"
+            )
         q_proj = head.query_projection(q_states)
         p_proj = head.passage_projection(p_states)
         owner = np.broadcast_to(q_inverse.reshape(-1)[:, None], mask.shape)[mask]
         owner_t = torch.from_numpy(np.ascontiguousarray(owner)).to(device)
         p_index = torch.from_numpy(p_inverse.reshape(-1)).to(device)
-        values = head(q_proj[owner_t], q_lengths[owner_t], p_proj[p_index], p_lengths[p_index])
+        similarity = None
+        if head.config.residual:
+            assert q_vectors is not None and p_vectors is not None
+            similarity = (q_vectors[owner_t] * p_vectors[p_index]).sum(-1)
+        values = head(
+            q_proj[owner_t], q_lengths[owner_t], p_proj[p_index], p_lengths[p_index], similarity
+        )
         out = torch.full(mask.shape, float("-inf"), device=device, dtype=values.dtype)
         return out.masked_scatter(torch.from_numpy(mask).to(device), values)
 
     def _encode(
         self, encoder: torch.nn.Module, ids: list[list[int]], rows: np.ndarray, side: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         keep = self.config.query_tokens if side == "query" else self.config.k
         texts = [ids[int(r)] for r in rows]
         longest = max(len(t) for t in texts)
@@ -445,9 +471,15 @@ class DiPairData:
         for i, tokens in enumerate(texts):
             input_ids[i, : len(tokens)] = torch.tensor(tokens)
             attention[i, : len(tokens)] = 1
-        states = token_states(encoder, input_ids.to(self.device), attention.to(self.device), keep)
+        states, vectors = token_states(
+            encoder,
+            input_ids.to(self.device),
+            attention.to(self.device),
+            keep,
+            self.pooling if self.config.residual else None,
+        )
         lengths = torch.tensor([min(len(t), keep) for t in texts], device=self.device)
-        return states, lengths
+        return states, lengths, vectors
 
     def losses(
         self, head: DiPairHead, batch: StepBatch, encoder: torch.nn.Module | None = None
@@ -505,12 +537,20 @@ def prepare_dipair_data(
     device = _device(config)
     cache = config.cache_dir() / "dipair"
     fingerprint = encoder.own_fingerprint
-    q_states, q_lengths = _frozen_states(
-        encoder, queries, cache, config.query_max_length, config.query_tokens, "queries", progress
+    residual = config.residual
+    q_states, q_lengths, q_vectors = _frozen_states(
+        encoder,
+        queries,
+        cache,
+        config.query_max_length,
+        config.query_tokens,
+        "queries",
+        progress,
+        residual,
     )
     passage_max_length = int(model_config.passage_max_length or 0)
-    p_states, p_lengths = _frozen_states(
-        encoder, passages, cache, passage_max_length, config.k, "passages", progress
+    p_states, p_lengths, p_vectors = _frozen_states(
+        encoder, passages, cache, passage_max_length, config.k, "passages", progress, residual
     )
     tokenizer = encoder.tokenizer
     query_ids = tokenizer(queries, truncation=True, max_length=config.query_max_length)["input_ids"]
@@ -533,7 +573,7 @@ def prepare_dipair_data(
     key = _digest(
         {
             "config": config.training_fields(),
-            "model": model_config.to_dict(),
+            "model": model_config.identity(),
             "encoder": fingerprint,
             "data": data_digest,
         }
@@ -560,6 +600,9 @@ def prepare_dipair_data(
         query_lengths=q_lengths,
         passage_states=p_states,
         passage_lengths=p_lengths,
+        query_vectors=q_vectors,
+        passage_vectors=p_vectors,
+        pooling=(encoder.settings.pooling, bool(encoder.settings.normalize)),
         pad_token_id=int(tokenizer.pad_token_id or 0),
         encoder_fingerprint=fingerprint,
         key=key,
@@ -652,13 +695,22 @@ def _frozen_states(
     keep: int,
     side: str,
     progress: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen encoder's first ``keep`` token outputs of ``texts`` (float16, cached)."""
-    from elasticir.rerank.dipair import encoder_token_outputs
+    vectors: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The frozen encoder's first ``keep`` token outputs of ``texts`` (float16, cached), their
+    lengths and, with ``vectors``, their sentence embeddings (else None)."""
+    from elasticir.rerank.dipair import EncodedTexts, encoder_token_outputs
     from elasticir.rerank.token_cache import TokenCache, write_token_cache
 
     fingerprint = encoder.own_fingerprint
-    described = {"encoder": fingerprint, "max_length": max_length, "keep": keep, "raw": True}
+    described: dict[str, Any] = {
+        "encoder": fingerprint,
+        "max_length": max_length,
+        "keep": keep,
+        "raw": True,
+    }
+    if vectors:
+        described["vectors"] = True  # without it: the key of caches made before vectors
     key = _digest({**described, "texts": _texts_digest(texts)})
     directory = cache / side / key
     corpus = directory / "texts.jsonl"
@@ -667,9 +719,9 @@ def _frozen_states(
             for i, text in enumerate(texts):
                 fh.write(json.dumps({"id": f"t{i}", "contents": text}, ensure_ascii=False) + "\n")
 
-    def encode(batch: Sequence[str], advance: Callable[[int], None]) -> tuple[Any, Any]:
+    def encode(batch: Sequence[str], advance: Callable[[int], None]) -> EncodedTexts:
         return encoder_token_outputs(
-            encoder, batch, max_length=max_length, keep=keep, progress=advance
+            encoder, batch, max_length=max_length, keep=keep, vectors=vectors, progress=advance
         )
 
     hidden = int(encoder.model.config.hidden_size)
@@ -680,14 +732,19 @@ def _frozen_states(
         model={**described, "model_fingerprint": _digest(described)},
         k=keep,
         dim=hidden,
+        vector_dim=hidden if vectors else 0,
         shard_size=1024,
         progress=progress,
         label=f"encoder tokens ({side})",
     )
-    ids, states, lengths = TokenCache(directory / "tokens").load()
+    ids, stored = TokenCache(directory / "tokens").load()
     if ids != [f"t{i}" for i in range(len(texts))]:
         raise ValueError(f"{directory}: cached token outputs do not match the texts; delete it")
-    return torch.from_numpy(states), torch.from_numpy(lengths.astype(np.int64))
+    return (
+        torch.from_numpy(stored.tokens),
+        torch.from_numpy(stored.lengths.astype(np.int64)),
+        None if stored.vectors is None else torch.from_numpy(stored.vectors),
+    )
 
 
 # --------------------------------------------------------------------------- teachers
