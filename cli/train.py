@@ -244,7 +244,7 @@ def dipair(
         None,
         "--residual/--no-residual",
         help="Add the bi-encoder's own similarity to the head's score, so the head learns a "
-        "correction to it (default: no)",
+        "correction to it (default: yes; --no-residual trains the plain DiPair head)",
     ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),

@@ -55,6 +55,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> DiPairTra
         passage_max_length=32,
         stage1_steps=6,
         stage2_steps=4,
+        residual=False,  # the plain head here; test_a_residual_head_trains... covers the default
         lr=3e-3,
         stage2_lr=1e-3,
         encoder_lr=1e-4,
