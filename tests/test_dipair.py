@@ -304,6 +304,13 @@ def test_a_residual_cache_stores_sentence_vectors_and_scores_as_on_the_fly(
     (path / "shard-00003.npy").unlink()
     assert residual.build_cache(corpus, path, shard_size=SHARD, progress=False).encoded == SHARD
     np.testing.assert_array_equal(TokenCache(path).load()[1].vectors, vectors)
+    # a damaged vector shard is named, with what was expected
+    broken = tmp_path / "broken.dipair"
+    shutil.copytree(path, broken)
+    with open(broken / "shard-00001.vec", "wb") as fh:  # a path would get ".npy" appended
+        np.save(fh, np.zeros((SHARD, 10), dtype=np.float16))
+    with pytest.raises(InputFormatError, match=r"shard-00001\.vec.*float16 of shape \(8, 384\)"):
+        TokenCache(broken).lookup(["p01"])
     # a non-residual cache cannot serve a residual model, nor the other way round
     plain = tmp_path / "plain.dipair"
     dipair.build_cache(corpus, plain, shard_size=SHARD, progress=False)

@@ -2,7 +2,8 @@
 
 Layout of a cache directory (by convention ``<index>.dipair/`` beside a dense index)::
 
-    meta.json            DiPair model fingerprint, k, dim, dtype, shard size, corpus
+    meta.json            DiPair model fingerprint, k, dim, vector_dim, dtype, shard size,
+                         corpus
     shard-00000.ids      one doc id per line, in corpus order
     shard-00000.len      (rows,) int32: tokens kept per passage (< k for short passages)
     shard-00000.vec      (rows, vector_dim) float16 sentence embeddings, only when the
@@ -168,7 +169,8 @@ class TokenCache(ShardedDirectory):
                 )
             if self.vector_dim:
                 shard_vectors = np.load(npy.with_suffix(".vec"), mmap_mode="r")
-                if shard_vectors.shape != (len(shard_ids), self.vector_dim):
+                expected = (len(shard_ids), self.vector_dim)
+                if shard_vectors.shape != expected or shard_vectors.dtype != np.float16:
                     raise InputFormatError(
                         npy.with_suffix(".vec"),
                         None,
