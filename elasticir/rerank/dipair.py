@@ -295,10 +295,10 @@ def encoder_token_outputs(
             encoder.device
         )
         with torch.inference_mode(), encoder._autocast():
-            full = model(**batch).last_hidden_state.float()
+            full = model(**batch).last_hidden_state
             if pooled is not None:
-                pooled[rows] = encoder._pool(full, batch["attention_mask"]).cpu().numpy()
-            hidden = full[:, :keep]
+                pooled[rows] = encoder._pool(full.float(), batch["attention_mask"]).cpu().numpy()
+            hidden = full[:, :keep].float()
             mask = batch["attention_mask"][:, :keep].unsqueeze(-1).to(hidden.dtype)
             if project is not None:
                 hidden = project(hidden)
@@ -532,18 +532,18 @@ class DiPair:
         projected passages ``(n, k, dim)`` (any float dtype), in head batches of
         ``batch_size``. A residual model also needs the query's sentence embedding
         ``(hidden,)`` and the passages' ``(n, hidden)``."""
-        residual = self.config.residual
-        if residual and (query_vector is None or passage_vectors is None):
-            raise ValueError("a residual DiPair model scores with the texts' sentence embeddings")
-        query_t = torch.as_tensor(np.asarray(query, dtype=np.float32), device=self.device)
-        query_t = query_t.reshape(1, self.config.query_tokens, self.config.dim)
-        q_len = torch.tensor([int(query_length)], device=self.device)
         similarity = None
-        if residual:
-            assert query_vector is not None and passage_vectors is not None
+        if self.config.residual:
+            if query_vector is None or passage_vectors is None:
+                raise ValueError(
+                    "a residual DiPair model scores with the texts' sentence embeddings"
+                )
             similarity = np.asarray(passage_vectors, dtype=np.float32) @ np.asarray(
                 query_vector, dtype=np.float32
             )
+        query_t = torch.as_tensor(np.asarray(query, dtype=np.float32), device=self.device)
+        query_t = query_t.reshape(1, self.config.query_tokens, self.config.dim)
+        q_len = torch.tensor([int(query_length)], device=self.device)
         out = np.empty(len(passages), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(passages), self.batch_size):
@@ -561,7 +561,9 @@ class DiPair:
                 out[start:stop] = scores.float().cpu().numpy()
         return out
 
-    def _score_encoded(self, query: EncodedTexts, row: int, passages: EncodedTexts) -> np.ndarray:
+    def score_encoded(self, query: EncodedTexts, row: int, passages: EncodedTexts) -> np.ndarray:
+        """Scores of encoded ``passages`` (from :meth:`encode_passages` or a cache lookup)
+        for row ``row`` of encoded queries ``query``."""
         return self.score_tokens(
             query.tokens[row],
             int(query.lengths[row]),
@@ -580,11 +582,11 @@ class DiPair:
         :class:`~elasticir.rerank.token_cache.MissingTokensError` listing ids it lacks.
         """
         cache = self.check_cache(cache)
-        return self._score_encoded(self.encode_queries([query]), 0, cache.lookup(doc_ids))
+        return self.score_encoded(self.encode_queries([query]), 0, cache.lookup(doc_ids))
 
     def score_texts(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Scores of passage texts encoded on the fly (the cached path, in float32)."""
-        return self._score_encoded(self.encode_queries([query]), 0, self.encode_passages(passages))
+        return self.score_encoded(self.encode_queries([query]), 0, self.encode_passages(passages))
 
     def rerank(
         self,
@@ -609,7 +611,7 @@ class DiPair:
         for row, qid in enumerate(order):
             ranked = sorted(run[qid].items(), key=lambda item: (-item[1], item[0]))
             docs = [doc for doc, _ in (ranked if depth is None else ranked[:depth])]
-            scores = self._score_encoded(encoded, row, cache.lookup(docs))
+            scores = self.score_encoded(encoded, row, cache.lookup(docs))
             out[qid] = dict(zip(docs, scores.tolist()))
         return out
 
@@ -748,7 +750,7 @@ class DiPairScorer(Reranker):
             encoded = self.cache.lookup([p.doc_id for p in passages])
         else:
             encoded = self.dipair.encode_passages([p.encoder_text() for p in passages])
-        return self.dipair._score_encoded(last[1], 0, encoded)
+        return self.dipair.score_encoded(last[1], 0, encoded)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -136,7 +136,7 @@ class TokenCache(ShardedDirectory):
     @property
     def vector_dim(self) -> int:
         """Size of the stored sentence embeddings (0: the cache has none)."""
-        return int(self.meta.get("vector_dim", 0))
+        return int(self.meta.get("vector_dim", _DEFAULTS["vector_dim"]))
 
     @property
     def model_fingerprint(self) -> str:
