@@ -212,6 +212,45 @@ def test_short_texts_are_padded_and_the_padding_is_masked(
         )
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_the_inference_head_scores_as_the_transformer_modules(layers: int) -> None:
+    """Out of training the head skips padded columns and all but the [SCORE] row of its last
+    layer; its scores must equal those of the ``nn.TransformerEncoder`` it is built from."""
+    from elasticir.rerank.dipair import DiPairHead
+
+    torch.manual_seed(0)
+    # no dropout, so the module path (taken in training mode) is deterministic
+    config = DiPairConfig(
+        k=8, query_tokens=5, dim=32, layers=layers, heads=4, dropout=0.0, residual=True
+    )
+    head = DiPairHead(48, config).eval()
+    torch.nn.init.normal_(head.score.weight)  # residual heads start at zero: give it a say
+
+    def reference(*args):
+        head.train()
+        try:
+            return head(*args)
+        finally:
+            head.eval()
+
+    cases = [  # (query rows, query lengths, passage lengths)
+        (1, [3], [8, 8, 2, 5]),  # one shared short query, full and short passages
+        (1, [5], [4, 2, 1]),  # every passage shorter than k: trailing columns dropped
+        (3, [1, 5, 2], [8, 3, 6]),  # a query per row, lengths differing per row
+    ]
+    for rows, q_lengths, p_lengths in cases:
+        batch = len(p_lengths)
+        query = torch.randn(rows, 5, 32)
+        passages = torch.randn(batch, 8, 32)
+        args = (query, torch.tensor(q_lengths), passages, torch.tensor(p_lengths))
+        sim = torch.rand(batch)
+        with torch.inference_mode():
+            fast = head(*args, sim)
+        expected = reference(*args, sim).detach()
+        torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+        assert fast.std() > 0.1  # the pairs' scores differ: the comparison has teeth
+
+
 def test_a_saved_model_loads_with_the_same_fingerprint_and_scores(
     dipair: DiPair, cache: Path, tmp_path: Path
 ) -> None:

@@ -242,11 +242,59 @@ class DiPairHead(nn.Module):
         p_pad = torch.arange(config.k, device=x.device) >= passage_lengths.to(x.device)[:, None]
         keep_score = torch.zeros(batch, 1, dtype=torch.bool, device=x.device)
         padding = torch.cat([keep_score, q_pad, p_pad], dim=1)
-        hidden = self.layers(x, src_key_padding_mask=padding)
-        out = self.score(hidden[:, 0]).squeeze(-1)
+        if self.training:
+            pooled = self.layers(x, src_key_padding_mask=padding)[:, 0]
+        else:
+            pooled = self._score_state(x, padding)
+        out = self.score(pooled).squeeze(-1)
         if similarity is not None:
             out = out + self.residual_scale * similarity.reshape(-1).to(out.dtype)
         return out
+
+    def _score_state(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The [SCORE] position's final state ``(B, dim)``: what ``self.layers`` computes
+        (pre-norm layers, no dropout), minus work whose result is never read.
+
+        Columns that are padding in every row (a short query's unused slots, passages all
+        shorter than ``k``) are dropped: they are masked as keys, so no other position sees
+        them. In the last layer only the [SCORE] row is computed (its query projection,
+        attention row and feed-forward); the other rows only give keys and values. Same
+        scores as the module path to float rounding (tested), about half its time on CPU.
+        """
+        keep = ~padding
+        columns = keep.any(dim=0)
+        if not bool(columns.all()):
+            x, keep = x[:, columns], keep[:, columns]
+        mask = keep[:, None, None, :]
+        *inner, last = self.layers.layers
+        for layer in inner:
+            states = layer.norm1(x)
+            x = _feed_forward(layer, x + _attention(layer, states, states, mask))
+        states = last.norm1(x)
+        first = x[:, :1] + _attention(last, states[:, :1], states, mask)
+        return self.layers.norm(_feed_forward(last, first)[:, 0])
+
+
+def _attention(
+    layer: nn.TransformerEncoderLayer, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """``layer.self_attn`` of ``queries`` ``(B, m, d)`` over ``keys`` ``(B, n, d)`` (the same
+    normalised states, or their first rows), ``mask`` ``(B, 1, 1, n)`` True where attended."""
+    attn = layer.self_attn
+    batch, length, width = keys.shape
+    heads = attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    q = nn.functional.linear(queries, weight[:width], bias[:width])
+    q = q.view(batch, -1, heads, width // heads).transpose(1, 2)
+    kv = nn.functional.linear(keys, weight[width:], bias[width:])
+    kv = kv.view(batch, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+    out = nn.functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
+
+
+def _feed_forward(layer: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """The pre-norm feed-forward block of ``layer`` with its residual (GELU, no dropout)."""
+    return x + layer.linear2(nn.functional.gelu(layer.linear1(layer.norm2(x))))
 
 
 # --------------------------------------------------------------------------- encoder outputs
