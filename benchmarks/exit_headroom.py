@@ -96,6 +96,8 @@ def main() -> None:
     for family in FAMILIES:
         if family == "classifier" and records.classifier is None:
             continue
+        # only the per-threshold risks and speedups are read; delta and epsilon pick the
+        # calibrated threshold, which this script does not use
         cal = calibrate_records(records, offsets, family, delta=0.05, epsilon=0.1)
         curves[family] = list(zip(cal.risks, cal.speedups))
     for min_layer in (1, 2, 3):
