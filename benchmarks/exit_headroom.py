@@ -14,7 +14,15 @@ pruning*, a cascade inside the model: from layer ``min_layer`` on, after each la
 best ``max(keep, ceil(rho * live))`` of a query's still-running candidates (by that layer's
 score) go on; the others stop there and rank below every candidate that went deeper. If even
 that rule needs a large risk for 1.5x, the limit is the exits' agreement with the last layer,
-not the choice of confidence signal.
+not the choice of confidence signal. Per exit it also reports how well that exit's scores
+correlate with the last exit's within a query, and the risk of stopping every pair there.
+
+``--refit-queries N`` (default 120; 0 skips it) asks whether cheaper training could fix the
+exits: on N further dev queries (disjoint from both samples) it records every layer's [CLS]
+state, refits the heads of exits 1..L-1 with the trunk and the last head frozen (MSE to the
+last exit's score plus a listwise KL over each query's candidates, a self-distillation that
+needs no labels), and recomputes the entropy, margin and rank-pruning curves with the refit
+heads on the same evaluation queries. The refit heads are not saved.
 
 Data: ``--queries`` MS MARCO dev-subset queries (unlabelled; none of the DL19 queries, and
 none of the reranking benchmark's calibration sample), each with its dense top-100 from the
@@ -24,6 +32,7 @@ DL19 corpus, recorded once at full width. Writes ``results/exit-headroom.md`` an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -67,6 +76,13 @@ def main() -> None:
     )
     parser.add_argument("--keep", type=int, default=20, help="Rank pruning never keeps fewer")
     parser.add_argument("--seed", type=int, default=99)
+    parser.add_argument(
+        "--refit-queries",
+        type=int,
+        default=120,
+        help="Dev queries to refit the exit heads on (0: skip the refit diagnostic)",
+    )
+    parser.add_argument("--refit-steps", type=int, default=600)
     parser.add_argument("--out", type=Path, default=Path("results/exit-headroom"))
     args = parser.parse_args()
 
@@ -81,15 +97,10 @@ def main() -> None:
     calibration = {q.query_id for q in random.Random(13).sample(topics, args.calibration_queries)}
     pool = [q for q in topics if q.query_id not in calibration]
     sample = random.Random(args.seed).sample(pool, min(args.queries, len(pool)))
-    run = _dense(base, store, sample, args.depth)
-    texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
-    data = calibration_queries(run, {q.query_id: q.text for q in sample}, texts, depth=args.depth)
+    data = _candidates(base, store, passages, sample, args.depth)
     log(f"recording every exit of {sum(len(c.passages) for c in data)} pairs")
-    records = ranker.layer_records(
-        [c.query for c in data for _ in c.passages],
-        [p for c in data for p in c.passages],
-        progress=True,
-    )
+    refit = args.refit_queries > 0
+    records = _records(ranker, data, states=refit)
     offsets = np.cumsum([0] + [len(c.passages) for c in data])
 
     curves = {}
@@ -104,6 +115,32 @@ def main() -> None:
         curves[f"rank pruning, from layer {min_layer}"] = [
             rank_pruning(records, offsets, rho, min_layer, args.keep) for rho in RHOS
         ]
+    refit_report = None
+    if refit:
+        chosen = {q.query_id for q in sample}
+        rest = [q for q in pool if q.query_id not in chosen]
+        extra = random.Random(args.seed + 1).sample(rest, min(args.refit_queries, len(rest)))
+        train = _candidates(base, store, passages, extra, args.depth)
+        log(f"refit diagnostic: recording every exit of {len(train) * args.depth} more pairs")
+        train_records = _records(ranker, train, states=True, classifier=False)
+        train_offsets = np.cumsum([0] + [len(c.passages) for c in train])
+        refit_scores, fit = refit_heads(
+            ranker, train_records, train_offsets, records.states, args.refit_steps, args.seed
+        )
+        refit_scores = np.column_stack([refit_scores, records.scores[:, -1]])
+        refitted = dataclasses.replace(records, scores=refit_scores, classifier=None, states=None)
+        for family in ("entropy", "margin"):
+            cal = calibrate_records(refitted, offsets, family, delta=0.05, epsilon=0.1)
+            curves[f"{family}, refit heads"] = list(zip(cal.risks, cal.speedups))
+        curves["rank pruning, from layer 3, refit heads"] = [
+            rank_pruning(refitted, offsets, rho, 3, args.keep) for rho in RHOS
+        ]
+        refit_report = {
+            "queries": len(train),
+            "pairs": int(train_offsets[-1]),
+            **fit,
+            "exits_after": exit_agreement(refitted, offsets),
+        }
     report = {
         "machine": machine(),
         "ranker": args.ranker,
@@ -111,6 +148,8 @@ def main() -> None:
         "pairs": int(offsets[-1]),
         "keep": args.keep,
         "seconds": round(time.time() - started, 1),
+        "exits": exit_agreement(records, offsets),
+        "refit": refit_report,
         "frontier": {
             name: {str(d): best_speedup(points, d) for d in DELTAS}
             for name, points in curves.items()
@@ -124,6 +163,96 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(render(report))
     print(render(report))
+
+
+def _candidates(base, store, passages, queries, depth: int) -> list:
+    run = _dense(base, store, queries, depth)
+    texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
+    return calibration_queries(run, {q.query_id: q.text for q in queries}, texts, depth=depth)
+
+
+def _records(ranker, data, states: bool, classifier: bool = True):
+    return ranker.layer_records(
+        [c.query for c in data for _ in c.passages],
+        [p for c in data for p in c.passages],
+        classifier=classifier,
+        progress=True,
+        states=states,
+    )
+
+
+def exit_agreement(records, offsets) -> list[dict]:
+    """Per exit: the mean within-query Pearson correlation of its scores with the last exit's,
+    and the consistency risk of stopping every pair at that exit."""
+    scores, last = records.scores, records.scores[:, -1]
+    out = []
+    for layer in range(records.depth):
+        correlations = []
+        for q in range(len(offsets) - 1):
+            a, b = int(offsets[q]), int(offsets[q + 1])
+            x, y = scores[a:b, layer], last[a:b]
+            if b - a > 1 and x.std() > 0 and y.std() > 0:
+                correlations.append(float(np.corrcoef(x, y)[0, 1]))
+        risk = float(query_losses(scores[:, layer], last, offsets).mean())
+        out.append(
+            {
+                "exit": layer + 1,
+                "correlation": round(float(np.mean(correlations)), 4),
+                "risk_all_stop_here": round(risk, 4),
+            }
+        )
+    return out
+
+
+def refit_heads(ranker, train, offsets, states, steps: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Refit exits 1..L-1 on ``train``'s recorded [CLS] states (trunk and last head frozen):
+    MSE to the last exit's score plus the listwise KL of each query's softmax over its
+    candidates, AdamW over 16 queries a step. Returns the refit heads' scores on ``states``
+    for exits 1..L-1 and the fit's statistics."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    heads = copy.deepcopy(ranker.net.heads).float().train()
+    depth = train.depth
+    for layer in range(depth - 1):  # the last exit is the teacher: left as it is
+        heads.dense[layer].requires_grad_(True)
+        heads.out[layer].requires_grad_(True)
+    x = torch.from_numpy(train.states)
+    target = torch.from_numpy(train.scores[:, -1])
+    groups = [np.arange(offsets[q], offsets[q + 1]) for q in range(len(offsets) - 1)]
+    sizes = {len(g) for g in groups}
+    if len(sizes) != 1:
+        raise SystemExit("the refit needs every query to have the same number of candidates")
+    trained = [p for layer in range(depth - 1) for p in heads.dense[layer].parameters()]
+    trained += [p for layer in range(depth - 1) for p in heads.out[layer].parameters()]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=1e-2)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        picks = rng.choice(len(groups), min(16, len(groups)), replace=False)
+        rows = torch.from_numpy(np.concatenate([groups[j] for j in picks]))
+        t = target[rows]
+        loss = 0.0
+        for layer in range(depth - 1):
+            h = heads(layer, x[rows, layer + 1])
+            listwise = F.kl_div(
+                F.log_softmax(h.view(len(picks), -1), -1),
+                F.log_softmax(t.view(len(picks), -1), -1),
+                log_target=True,
+                reduction="batchmean",
+            )
+            loss = loss + F.mse_loss(h, t) + listwise
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    heads.eval()
+    with torch.inference_mode():
+        held = torch.from_numpy(states)
+        columns = [heads(layer, held[:, layer + 1]).numpy() for layer in range(depth - 1)]
+    fit = {"steps": steps, "final_train_loss": round(float(loss.item()), 4)}
+    return np.stack(columns, 1), fit
 
 
 def rank_pruning(records, offsets, rho: float, min_layer: int, keep: int) -> tuple[float, float]:
@@ -181,6 +310,33 @@ def render(report: dict) -> str:
         risk = report["risk_at_1.5x"][name]
         cells = " | ".join(f"{row[str(d)]:.2f}x" for d in DELTAS)
         lines.append(f"| {name} | {cells} | {'never reached' if risk is None else risk} |")
+    lines += [
+        "",
+        "Each exit against the last one, on the same pairs: mean within-query Pearson "
+        "correlation of the scores, and the risk of stopping every pair at that exit.",
+        "",
+        "| exit | correlation with the last exit | risk if every pair stops here |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {e['exit']} | {e['correlation']} | {e['risk_all_stop_here']} |" for e in report["exits"]
+    ]
+    refit = report.get("refit")
+    if refit:
+        lines += [
+            "",
+            f"Refit heads (the rows marked *refit heads* above): exits 1 to "
+            f"{len(refit['exits_after']) - 1} refit on {refit['queries']} further dev queries "
+            f"({refit['pairs']} pairs) with the trunk and the last exit frozen, "
+            f"{refit['steps']} steps; the same evaluation pairs after the refit:",
+            "",
+            "| exit | correlation with the last exit | risk if every pair stops here |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {e['exit']} | {e['correlation']} | {e['risk_all_stop_here']} |"
+            for e in refit["exits_after"]
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from elasticir.data import load_passages, read_run, read_topics
 from elasticir.data.records import Passage, Query
@@ -172,6 +173,20 @@ def test_exited_rows_are_removed_and_the_rest_run_on(ranker: ElasticRanker) -> N
     # at reduced width the cost per layer shrinks too
     narrow = ranker.score_pairs(PAIRS_Q, PAIRS_P, level="L6-W50", policy=policy)
     assert narrow.total_flops < out.total_flops
+
+
+def test_kept_states_are_what_the_exit_heads_read(ranker: ElasticRanker) -> None:
+    plain = ranker.layer_records(PAIRS_Q, PAIRS_P, level="L4-W75", batch_size=5)
+    kept = ranker.layer_records(PAIRS_Q, PAIRS_P, level="L4-W75", batch_size=5, states=True)
+    assert plain.states is None
+    assert kept.states.shape == (21, 5, ranker.config.hidden_size)
+    np.testing.assert_array_equal(kept.scores, plain.scores)
+    states = torch.from_numpy(kept.states)
+    with torch.inference_mode():
+        heads = torch.stack([ranker.net.heads(i, states[:, i + 1]) for i in range(4)], 1)
+        cosine = F.cosine_similarity(states[:, 1:], states[:, :-1], dim=-1)
+    np.testing.assert_allclose(heads.numpy(), kept.scores, atol=1e-5)
+    np.testing.assert_allclose(cosine.numpy(), kept.saturation, atol=1e-5)
 
 
 def test_exited_rows_leave_the_batch(

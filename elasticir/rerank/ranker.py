@@ -392,7 +392,9 @@ class LayerRecords:
     ``scores``, ``saturation`` (cosine of each layer's [CLS] state with the previous one's, the
     embeddings' for layer 1) and ``classifier`` (the exit classifier's probability, None when
     the ranker has none) are ``(n, depth)`` float32; ``layer_cost`` ``(n,)`` is one layer's
-    FLOPs at the level's width for each pair, ``full_cost`` the full model's.
+    FLOPs at the level's width for each pair, ``full_cost`` the full model's. ``states``, when
+    asked for, is ``(n, depth + 1, hidden)`` float32: the [CLS] state after the embeddings and
+    after each layer (what the exit heads read), for diagnostics that refit heads.
     """
 
     scores: np.ndarray
@@ -402,6 +404,7 @@ class LayerRecords:
     full_cost: np.ndarray
     level: Level
     num_layers: int
+    states: np.ndarray | None = None
 
     @property
     def depth(self) -> int:
@@ -718,10 +721,11 @@ class ElasticRanker:
         batch_size: int | None = None,
         classifier: bool = True,
         progress: bool = False,
+        states: bool = False,
     ) -> LayerRecords:
         """Run every layer of ``level`` on every pair (no exit), recording each exit's score
         and signals: what calibration simulates every threshold from (``progress``: a bar
-        over the pairs)."""
+        over the pairs; ``states``: keep every layer's [CLS] state too)."""
         from elasticir.progress import progress_bar
 
         level = self.check_level(level)
@@ -735,9 +739,16 @@ class ElasticRanker:
         saturation = np.empty((n, depth), dtype=np.float32)
         use_classifier = classifier and self.has_classifier
         probabilities = np.empty((n, depth), dtype=np.float32) if use_classifier else None
+        kept = None
         with progress_bar(progress, n, f"ranker exits at {level}") as advance:
             for rows in _batches(lengths, batch_size or self.batch_size):
-                self._record(ids, types, rows, level, scores, saturation, probabilities)
+                cls = self._record(
+                    ids, types, rows, level, scores, saturation, probabilities, states
+                )
+                if cls is not None:
+                    if kept is None:
+                        kept = np.empty((n, depth + 1, cls.shape[-1]), dtype=np.float32)
+                    kept[rows] = cls
                 advance(len(rows))
         return LayerRecords(
             scores=scores,
@@ -747,6 +758,7 @@ class ElasticRanker:
             full_cost=self._layer_costs(lengths, 100) * self.num_layers,
             level=level,
             num_layers=self.num_layers,
+            states=kept,
         )
 
     def _record(
@@ -758,8 +770,10 @@ class ElasticRanker:
         scores: np.ndarray,
         saturation: np.ndarray,
         probabilities: np.ndarray | None,
-    ) -> None:
-        """One batch of :meth:`layer_records`: fills its rows of the arrays."""
+        keep_states: bool = False,
+    ) -> np.ndarray | None:
+        """One batch of :meth:`layer_records`: fills its rows of the arrays; with
+        ``keep_states`` returns the batch's [CLS] states ``(rows, depth + 1, hidden)``."""
         depth = scores.shape[1]
         input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
         with torch.inference_mode():
@@ -773,6 +787,7 @@ class ElasticRanker:
                     for i in range(depth)
                 ]
                 probabilities[rows] = torch.stack(probs, 1).float().cpu().numpy()
+            return torch.stack(states, 1).float().cpu().numpy() if keep_states else None
 
     def _layer_costs(self, lengths: np.ndarray, width: int) -> np.ndarray:
         level = Level(depth=1, width=width)
