@@ -151,6 +151,12 @@ def projection(
         help="Folder of cached teacher vectors, shared with `train denser --config` runs "
         "that name the same cache (default: $ELASTICIR_CACHE or ~/.cache/elasticir)",
     ),
+    corpus: list[str] = typer.Option(
+        None,
+        "--corpus",
+        help="A dataset name (msmarco-dl19) or corpus file whose passages join the pool the "
+        "projection is fitted on (repeatable; only passage texts are read)",
+    ),
     steps: int = typer.Option(1500, help="Adam steps per dimension"),
     batch_size: int = typer.Option(256, help="Training queries per step"),
     lr: float = typer.Option(2e-3, help="Peak learning rate (linear decay)"),
@@ -166,7 +172,9 @@ def projection(
     vectors, and search projects queries to match. The default model's space already has
     projections shipped with the package; this command reproduces them (from the repo root):
 
-        elasticir train projection --cache models/cache
+    \b
+        elasticir train projection --cache models/cache \\
+            --corpus msmarco-dl19 --corpus nq-open --threads 1 \\
             --output elasticir/encoders/projections/2a015752a3c17d94.safetensors
     """
     from elasticir import api
@@ -198,6 +206,7 @@ def projection(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        corpora=tuple(corpus or ()),
         threads=threads,
     )
     path = api.train_projection(settings, progress=not quiet)

@@ -188,3 +188,46 @@ def test_cli_index_dim_and_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     bad = runner.invoke(app, ["index", str(sample.corpus), "--dim", "100", "-o", "x", "-q"])
     assert bad.exit_code == 2 and "no 100-d projection" in bad.output
     assert not Path("x.embeddings").exists()  # nothing half-made
+
+
+def test_corpora_join_the_pool_and_candidates_are_mined_over_the_union(
+    tmp_path: Path, denser: ElasticDenser
+) -> None:
+    """``train projection --corpus``: the corpus passages, encoded by the teacher, are added
+    to the pool, and every query's candidates are its exact top-k over pool + corpus."""
+    from types import SimpleNamespace
+
+    from elasticir.data import load_passages
+    from elasticir.train.denser import DenserTrainConfig
+    from elasticir.train.projection import ProjectionTrainConfig, _corpus_pool
+
+    rng = np.random.default_rng(5)
+    pool = rng.standard_normal((30, denser.dim)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    queries = denser.encode_queries([q.text for q in read_topics(sample_dataset().queries)])
+    distillation = SimpleNamespace(  # the teacher side prepare_distillation would give
+        passages=torch.from_numpy(pool),
+        teacher_queries=torch.from_numpy(queries),
+        teacher_fingerprint=denser.fingerprint,
+        keys={"passages": "p", "queries": "q", "candidates": "c"},
+    )
+    config = ProjectionTrainConfig(output=tmp_path / "p.safetensors", corpora=["sample"])
+    assert config.corpora == ("sample",)
+    data = DenserTrainConfig(output=tmp_path, cache=tmp_path / "cache", candidates=8)
+    out = _corpus_pool(config, data, distillation, progress=False)
+    texts = [p.encoder_text() for p in load_passages(sample_dataset().corpus).values()]
+    assert out["counts"] == {"sample": len(texts)}
+    passages = out["passages"].numpy()
+    assert passages.shape == (30 + len(texts), denser.dim)
+    np.testing.assert_array_equal(passages[:30], pool)
+    np.testing.assert_allclose(passages[30:], denser.encode_passages(texts), atol=1e-5)
+    expected = np.argsort(-(queries @ passages.T), axis=1, kind="stable")[:, :8]
+    assert out["candidates"].shape == (len(queries), 8)
+    assert (out["candidates"] >= 30).any()  # the corpus passages are found
+    np.testing.assert_array_equal(np.sort(out["candidates"], 1), np.sort(expected, 1))
+    assert (
+        _corpus_pool(
+            ProjectionTrainConfig(output=tmp_path / "p.safetensors"), data, distillation, False
+        )
+        is None
+    )

@@ -11,9 +11,13 @@ For each target dimension ``d`` one matrix ``W`` ``(d, D)`` is fitted so that ra
 
 The data are the teacher vectors ``elasticir train denser`` uses (the unlabelled training
 queries and the passage pool, see :func:`elasticir.train.denser.prepare_distillation`), read
-from the same cache. One query in twenty is held out: the file records, for PCA and for the
-fitted matrix, how many of the full model's top 10 (among the held-out query's candidates)
-the projection keeps.
+from the same cache. ``corpora`` adds the passages of corpora (dataset names or corpus files)
+to the pool, encoded by the teacher into the cache (resumable), and each query's candidates
+are mined again over the union: a projection fitted where the queries meet the passages they
+will be searched against. Only passage texts are read, never qrels or the corpora's
+queries. One query in twenty is held out: the file records, for PCA and for the fitted
+matrix, how many of the full model's top 10 (among the held-out query's candidates) the
+projection keeps.
 
 Seeded: the same config gives the same matrices on the same machine and thread count.
 """
@@ -61,10 +65,12 @@ class ProjectionTrainConfig(TrainConfigFile):
     candidates: int = 32
     passage_pool_size: int | None = 20000
     max_queries: int | None = None
+    corpora: tuple[str, ...] = ()
     threads: int | None = None
 
     def __post_init__(self) -> None:
         self._settle_paths("data_root", "cache")
+        object.__setattr__(self, "corpora", tuple(str(c) for c in self.corpora))
         dims = tuple(sorted({int(d) for d in self.dims}, reverse=True))
         if not dims or min(dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims!r}")
@@ -93,20 +99,23 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
     )
     with _threads(config.threads):
         distillation = prepare_distillation(data, progress)
+        corpora = _corpus_pool(config, data, distillation, progress)
         for dim in config.dims:
             if dim > distillation.passages.shape[1]:
                 raise ValueError(
                     f"cannot project {distillation.passages.shape[1]}-d vectors up to {dim} dims"
                 )
         queries = distillation.teacher_queries.cpu()
-        passages = distillation.passages.cpu()
+        passages, candidates = distillation.passages.cpu(), distillation.candidates
+        if corpora is not None:
+            passages, candidates = corpora["passages"], corpora["candidates"]
         started = time.perf_counter()
         matrices, report = {}, {}
         for dim in config.dims:
             matrix, info = fit_projection(
                 queries,
                 passages,
-                distillation.candidates,
+                candidates,
                 dim,
                 steps=config.steps,
                 batch_size=config.batch_size,
@@ -121,7 +130,10 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
     training = {
         "method": "PCA init + listwise KL to the full-dimension scores",
         "config": config.to_dict(),
-        "data": distillation.data,
+        "data": {
+            **distillation.data,
+            **({} if corpora is None else {"corpora": corpora["counts"]}),
+        },
         "fits": report,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -132,6 +144,56 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
         normalize=distillation.settings.normalize,
         training=training,
     )
+
+
+def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] | None:
+    """The pool with ``config.corpora``'s passages added and every query's candidates mined
+    again over it; None when there are no corpora."""
+    if not config.corpora:
+        return None
+    import hashlib
+
+    from elasticir.data.datasets import get_dataset
+    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.index.store import EmbeddingStore, encode_corpus
+    from elasticir.train.denser import _digest, _mine
+
+    teacher = ElasticDenser(config.base_model, batch_size=32)
+    if teacher.fingerprint != distillation.teacher_fingerprint:
+        raise ValueError("the corpora's encoder is not the teacher of the pool")
+    cache = data.cache_dir()
+    parts, counts, keys = [distillation.passages.cpu().numpy()], {}, []
+    for name in config.corpora:
+        path = Path(name)
+        if not path.is_file():
+            dataset = get_dataset(name, root=config.data_root)
+            if dataset.corpus is None:
+                raise ValueError(f"dataset {name!r} has no corpus")
+            path = Path(dataset.corpus)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        key = _digest(
+            {
+                "teacher": teacher.fingerprint,
+                "max_length": teacher.passage_max_length,
+                "file": digest.hexdigest(),
+            }
+        )
+        store = cache / "corpora" / key
+        encode_corpus(path, store, teacher, shard_size=1024, progress=progress)
+        _, vectors = EmbeddingStore(store).load()
+        parts.append(np.asarray(vectors, dtype=np.float32))
+        counts[name] = len(vectors)
+        keys.append(key)
+    passages = np.concatenate(parts)
+    queries = distillation.teacher_queries.cpu().numpy()
+    mined = _digest({"pool": distillation.keys, "corpora": keys, "k": data.candidates})
+    candidates = _mine(
+        queries, passages, data.candidates, cache / "candidates" / f"{mined}.npy", config.threads
+    )
+    return {"passages": torch.from_numpy(passages), "candidates": candidates, "counts": counts}
 
 
 def fit_projection(
