@@ -231,3 +231,7 @@ def test_corpora_join_the_pool_and_candidates_are_mined_over_the_union(
         )
         is None
     )
+    for wrong, message in (("missing/corpus.jsonl", "corpus file"), ("no-such-set", "unknown")):
+        bad = ProjectionTrainConfig(output=tmp_path / "p.safetensors", corpora=[wrong])
+        with pytest.raises((FileNotFoundError, ValueError), match=message):
+            _corpus_pool(bad, data, distillation, progress=False)

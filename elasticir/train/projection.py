@@ -97,6 +97,7 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
         device="cpu",
         cache=config.cache if config.cache is not None else default_cache(),
     )
+    _corpus_paths(config)  # a wrong name fails now, not after the pool is encoded
     with _threads(config.threads):
         distillation = prepare_distillation(data, progress)
         corpora = _corpus_pool(config, data, distillation, progress)
@@ -146,6 +147,26 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
     )
 
 
+def _corpus_paths(config: ProjectionTrainConfig) -> list[tuple[str, Path]]:
+    """Each of ``config.corpora`` with its corpus file: a file as given, or a dataset's."""
+    import errno
+
+    from elasticir.data.datasets import get_dataset
+
+    out = []
+    for name in config.corpora:
+        path = Path(name)
+        if not path.is_file():
+            if path.suffix or len(path.parts) > 1:  # meant as a file, not a dataset name
+                raise FileNotFoundError(errno.ENOENT, "corpus file not found", name)
+            dataset = get_dataset(name, root=config.data_root)
+            if dataset.corpus is None:
+                raise ValueError(f"dataset {name!r} has no corpus")
+            path = Path(dataset.corpus)
+        out.append((name, path))
+    return out
+
+
 def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] | None:
     """The pool with ``config.corpora``'s passages added and every query's candidates mined
     again over it; None when there are no corpora."""
@@ -153,7 +174,6 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
         return None
     import hashlib
 
-    from elasticir.data.datasets import get_dataset
     from elasticir.encoders.denser import ElasticDenser
     from elasticir.index.store import EmbeddingStore, encode_corpus
     from elasticir.train.denser import _digest, _mine
@@ -163,13 +183,7 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
         raise ValueError("the corpora's encoder is not the teacher of the pool")
     cache = data.cache_dir()
     parts, counts, keys = [distillation.passages.cpu().numpy()], {}, []
-    for name in config.corpora:
-        path = Path(name)
-        if not path.is_file():
-            dataset = get_dataset(name, root=config.data_root)
-            if dataset.corpus is None:
-                raise ValueError(f"dataset {name!r} has no corpus")
-            path = Path(dataset.corpus)
+    for name, path in _corpus_paths(config):
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
