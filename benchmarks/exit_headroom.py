@@ -139,7 +139,7 @@ def main() -> None:
             "queries": len(train),
             "pairs": int(train_offsets[-1]),
             **fit,
-            "exits_after": exit_agreement(refitted, offsets),
+            "exits_after": exit_correlation(refitted, offsets),
         }
     report = {
         "machine": machine(),
@@ -148,7 +148,7 @@ def main() -> None:
         "pairs": int(offsets[-1]),
         "keep": args.keep,
         "seconds": round(time.time() - started, 1),
-        "exits": exit_agreement(records, offsets),
+        "exits": exit_correlation(records, offsets),
         "refit": refit_report,
         "frontier": {
             name: {str(d): best_speedup(points, d) for d in DELTAS}
@@ -181,7 +181,7 @@ def _records(ranker, data, states: bool, classifier: bool = True):
     )
 
 
-def exit_agreement(records, offsets) -> list[dict]:
+def exit_correlation(records, offsets) -> list[dict]:
     """Per exit: the mean within-query Pearson correlation of its scores with the last exit's,
     and the consistency risk of stopping every pair at that exit."""
     scores, last = records.scores, records.scores[:, -1]
@@ -217,17 +217,18 @@ def refit_heads(ranker, train, offsets, states, steps: int, seed: int) -> tuple[
     torch.manual_seed(seed)
     heads = copy.deepcopy(ranker.net.heads).float().train()
     depth = train.depth
-    for layer in range(depth - 1):  # the last exit is the teacher: left as it is
-        heads.dense[layer].requires_grad_(True)
-        heads.out[layer].requires_grad_(True)
+    # the last exit is the teacher: left as it is
+    trained = [
+        p for i in range(depth - 1) for m in (heads.dense[i], heads.out[i]) for p in m.parameters()
+    ]
+    for parameter in trained:
+        parameter.requires_grad_(True)
     x = torch.from_numpy(train.states)
     target = torch.from_numpy(train.scores[:, -1])
     groups = [np.arange(offsets[q], offsets[q + 1]) for q in range(len(offsets) - 1)]
     sizes = {len(g) for g in groups}
     if len(sizes) != 1:
         raise SystemExit("the refit needs every query to have the same number of candidates")
-    trained = [p for layer in range(depth - 1) for p in heads.dense[layer].parameters()]
-    trained += [p for layer in range(depth - 1) for p in heads.out[layer].parameters()]
     optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=1e-2)
     rng = np.random.default_rng(seed)
     for _ in range(steps):

@@ -235,3 +235,12 @@ def test_corpora_join_the_pool_and_candidates_are_mined_over_the_union(
         bad = ProjectionTrainConfig(output=tmp_path / "p.safetensors", corpora=[wrong])
         with pytest.raises((FileNotFoundError, ValueError), match=message):
             _corpus_pool(bad, data, distillation, progress=False)
+    # the same corpus at another path (a copy, a moved data folder) gets its own store rather
+    # than reusing the first one, whose meta names the other path and would refuse it
+    copy = tmp_path / "copy" / "corpus.jsonl"
+    copy.parent.mkdir()
+    shutil.copy(sample_dataset().corpus, copy)
+    moved = ProjectionTrainConfig(output=tmp_path / "p.safetensors", corpora=[str(copy)])
+    again = _corpus_pool(moved, data, distillation, progress=False)
+    np.testing.assert_array_equal(again["passages"].numpy(), passages)
+    assert again["counts"] == {str(copy): len(texts)}

@@ -188,10 +188,11 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-        key = _digest(
+        key = _digest(  # the store's meta names the file's path: a moved copy gets its own
             {
                 "teacher": teacher.fingerprint,
                 "max_length": teacher.passage_max_length,
+                "path": str(path.resolve()),
                 "file": digest.hexdigest(),
             }
         )
