@@ -218,9 +218,9 @@ def refit_heads(ranker, train, offsets, states, steps: int, seed: int) -> tuple[
     heads = copy.deepcopy(ranker.net.heads).float().train()
     depth = train.depth
     # the last exit is the teacher: left as it is
-    trained = [
-        p for i in range(depth - 1) for m in (heads.dense[i], heads.out[i]) for p in m.parameters()
-    ]
+    modules = [heads.out[i] for i in range(depth - 1)]
+    modules += [heads.dense[i] for i in range(min(depth - 1, len(heads.dense)))]  # [CLS] heads
+    trained = [p for m in modules for p in m.parameters()]
     for parameter in trained:
         parameter.requires_grad_(True)
     x = torch.from_numpy(train.states)

@@ -333,6 +333,12 @@ def ranker(
     levels: str = typer.Option(
         None, help="Comma-separated levels of the menu (default: the model's default menu)"
     ),
+    head: str = typer.Option(
+        None,
+        help="Exit heads: cls (a [CLS] relevance head per layer; the default) or pooled (the "
+        "bi-encoder's cosine of mean-pooled query and passage states per layer, with gated "
+        "cross attention between them: training starts from the bi-encoder's ranking)",
+    ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (100)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
@@ -360,6 +366,7 @@ def ranker(
         "group_size": group_size,
         "max_length": max_length,
         "lr": lr,
+        "head": head,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
         "threads": threads,

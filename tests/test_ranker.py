@@ -198,9 +198,9 @@ def test_exited_rows_leave_the_batch(
     rows_per_layer = np.zeros(ranker.num_layers, dtype=np.int64)
     real_step = module.layer_step
 
-    def counting_step(model, index, hidden, mask, level):  # noqa: ANN001, ANN202
+    def counting_step(model, index, hidden, mask, level, attention_bias=None):  # noqa: ANN001, ANN202
         rows_per_layer[index] += hidden.shape[0]
-        return real_step(model, index, hidden, mask, level)
+        return real_step(model, index, hidden, mask, level, attention_bias)
 
     monkeypatch.setattr(module, "layer_step", counting_step)
     records = ranker.layer_records(PAIRS_Q, PAIRS_P)

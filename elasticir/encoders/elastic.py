@@ -239,7 +239,8 @@ def _layer_forward(
 
     Same operations as Hugging Face's BertLayer (including its dropouts, which are no-ops in
     eval mode), on slices of the stored weights; ``keep`` is the boolean key mask, broadcast
-    as ``(batch, 1, 1, keys)``, True where a token takes part.
+    as ``(batch, 1, 1, keys)``, True where a token takes part (or a float bias added to the
+    attention logits, see :func:`layer_step`).
     """
     attention, width = layer.attention, heads * head_dim
     self_att, att_out = attention.self, attention.output
@@ -520,14 +521,18 @@ def embed(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     token_type_ids: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The embedding output ``(batch, tokens, hidden)``: the input of layer 0.
+    """The embedding output ``(batch, tokens, hidden)``: the input of layer 0 (``position_ids``
+    default to ``0 .. tokens - 1`` in every row).
 
     With :func:`layer_step` this runs a sub-network one layer at a time; ``embed`` followed by
     ``layer_step`` for ``i = 0 .. depth - 1`` computes exactly :func:`elastic_forward`.
     """
     base = _backbone(model)
-    return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    return base.embeddings(
+        input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids
+    )
 
 
 def layer_step(
@@ -536,10 +541,14 @@ def layer_step(
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
     level: Level | str = FULL,
+    attention_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run layer ``index`` (0-based) of ``model`` at ``level``'s width on ``hidden``.
 
-    ``attention_mask`` is ``(batch, tokens)``, nonzero where a token takes part. The width
+    ``attention_mask`` is ``(batch, tokens)``, nonzero where a token takes part.
+    ``attention_bias``, if given, replaces it inside the attention: a float tensor added to
+    the attention logits, broadcastable to ``(batch, heads of the level, tokens, tokens)``,
+    ``-inf`` where a key must not be attended (padding included). The width
     (heads and FFN neurons kept) is ``level``'s; ``index`` must lie inside its depth. Like
     :func:`elastic_forward`, a pure function of its inputs and the weights: callers may drop
     rows (``index_select``) or trailing padding columns between steps, which is how a
@@ -550,7 +559,9 @@ def layer_step(
     sub = sub_network(config, level)
     if not 0 <= index < sub.depth:
         raise ValueError(f"layer {index} is outside level {Level(level)} (depth {sub.depth})")
-    keep = attention_mask.to(torch.bool)[:, None, None, :]
+    keep = attention_bias
+    if keep is None:
+        keep = attention_mask.to(torch.bool)[:, None, None, :]
     layer = base.encoder.layer[index]
     return _layer_forward(layer, hidden, keep, sub.heads, sub.neurons, _head_dim(config))
 

@@ -14,7 +14,7 @@ evaluates back to an equal policy, and each has a one-word ``spec`` (:func:`pars
                                                              logit: |2 sigmoid(score) - 1|
     ConfidencePolicy('saturation', 0.99)      "saturation:0.99"  CALM state saturation: cosine
                                                              of this layer's and the previous
-                                                             layer's [CLS] state (layer 1 is
+                                                             layer's exit state (layer 1 is
                                                              compared with the embeddings)
     ConfidencePolicy('classifier', 0.8)       "classifier:0.8"  CALM learned exit classifier:
                                                              its probability that this layer
@@ -244,7 +244,7 @@ class ConfidencePolicy(ExitPolicy):
     per layer).
 
     ``measure``: ``"margin"`` (``|2 sigmoid(score) - 1|``, in [0, 1]), ``"saturation"``
-    (cosine of consecutive [CLS] states, in [-1, 1]) or ``"classifier"`` (the ranker's learned
+    (cosine of consecutive exit states, in [-1, 1]) or ``"classifier"`` (the ranker's learned
     exit classifier's probability, in [0, 1]; needs a ranker trained with one).
     """
 

@@ -10,6 +10,18 @@ from its ``classifier`` when it is a one-logit cross-encoder). A level ``L<d>-W<
 layer ``d`` running the first ``w``% of the heads and neurons; every depth works at every
 trained width, since every layer has an exit.
 
+The **pooled head** (``RankerNet(head="pooled")``, ``elasticir train ranker --head pooled``)
+starts from the bi-encoder instead of a fresh [CLS] head. It reads
+``[CLS] query [SEP] [CLS] passage [SEP]`` with each segment's positions counted from 0 and
+token type 0, so each segment is embedded exactly as the bi-encoder embeds it alone; exit
+``i`` is ``Linear(hidden, 1)`` of ``normalize(mean of layer i's query tokens) *
+normalize(mean of its passage tokens)``, initialised to ``20 * (cosine - 0.4)``; and every
+attention logit between a query token and a passage token gets a learned per-layer, per-head
+bias (the ``gates``, initialised at -8: next to nothing crosses). At initialisation the
+deepest exit therefore ranks exactly as the bi-encoder does, and training decides how far
+each head opens the cross attention (the gates are reported after training). The gates add
+one ``(heads, tokens, tokens)`` bias per layer, not counted in the FLOPs.
+
 Scoring runs one layer at a time (:func:`elasticir.encoders.elastic.layer_step`). Without a
 policy every pair runs to the level's depth and only the last exit head is computed. With an
 exit policy (:mod:`elasticir.rerank.policies`) the exit head and the policy's signal are
@@ -21,11 +33,13 @@ level's width for the pair's own token count (exit heads, embeddings and padding
 in :func:`elasticir.encoders.elastic.level_flops`).
 
 A ranker directory holds the encoder (``save_pretrained``), the tokenizer,
-``exits.safetensors`` (``heads.*``: the exit heads; ``classifier.*``: the learned CALM exit
-classifier, when trained) and ``elasticir.json``, written last::
+``exits.safetensors`` (``heads.*``: the exit heads; ``gates``: the pooled head's attention
+gates; ``classifier.*``: the learned CALM exit classifier, when trained) and
+``elasticir.json``, written last::
 
     {"kind": "elastic-ranker", "levels": [...], "max_length": 256,
-     "exits": {"head": ..., "classifier": true|false}, "training": {...}}
+     "exits": {"kind": "cls"|"pooled", "head": ..., "classifier": true|false},
+     "training": {...}}
 
 Any plain BERT-style checkpoint loads too (the packaged all-MiniLM-L6-v2 by default): its exit
 heads are then *untrained* -- initialised, not learned -- and a ``UserWarning`` says so; that is
@@ -91,8 +105,19 @@ __all__ = [
 KIND = "elastic-ranker"
 EXITS_FILE = "exits.safetensors"
 DEFAULT_MAX_LENGTH = 256
-HEAD_DESCRIPTION = "per layer: Linear(hidden, 1)(tanh(Linear(hidden, hidden)(cls)))"
-CLASSIFIER_DESCRIPTION = "per layer: Linear(hidden + 2, 1)([cls, score, |2 sigmoid(score) - 1|])"
+HEADS = ("cls", "pooled")
+HEAD_DESCRIPTIONS = {
+    "cls": "per layer: Linear(hidden, 1)(tanh(Linear(hidden, hidden)(cls)))",
+    "pooled": "per layer: Linear(hidden, 1)(normalize(mean(query tokens)) * "
+    "normalize(mean(passage tokens))), cross-segment attention gated per layer and head",
+}
+CLASSIFIER_DESCRIPTION = (
+    "per layer: Linear(hidden + 2, 1)([state, score, |2 sigmoid(score) - 1|]); state: the exit "
+    "head's input"
+)
+DEFAULT_GATE_INIT = -8.0
+POOLED_SCALE = 20.0  # initial pooled head: score = POOLED_SCALE * (cosine - POOLED_OFFSET)
+POOLED_OFFSET = 0.4
 
 
 class UntrainedExitsWarning(UserWarning):
@@ -103,16 +128,23 @@ class UntrainedExitsWarning(UserWarning):
 
 
 class ExitHeads(nn.Module):
-    """One relevance head per layer on that layer's [CLS] state (see the module docstring)."""
+    """One relevance head per layer on that layer's exit state (see the module docstring):
+    ``kind="cls"`` reads the [CLS] state through a pooler-shaped layer, ``kind="pooled"`` is
+    one linear layer on the product of the normalised mean-pooled query and passage states
+    (a weighted cosine)."""
 
-    def __init__(self, hidden: int, layers: int) -> None:
+    def __init__(self, hidden: int, layers: int, kind: str = "cls") -> None:
         super().__init__()
-        self.dense = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.kind = kind
+        dense = layers if kind == "cls" else 0
+        self.dense = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(dense))
         self.out = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(layers))
 
-    def forward(self, layer: int, cls: torch.Tensor) -> torch.Tensor:
-        """Scores ``(rows,)`` of exit ``layer`` (0-based) from ``cls`` ``(rows, hidden)``."""
-        return self.out[layer](torch.tanh(self.dense[layer](cls))).squeeze(-1)
+    def forward(self, layer: int, state: torch.Tensor) -> torch.Tensor:
+        """Scores ``(rows,)`` of exit ``layer`` (0-based) from ``state`` ``(rows, hidden)``."""
+        if self.kind == "pooled":
+            return self.out[layer](state).squeeze(-1)
+        return self.out[layer](torch.tanh(self.dense[layer](state))).squeeze(-1)
 
 
 class ExitClassifier(nn.Module):
@@ -150,18 +182,123 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x if scale == 1.0 else _ScaleGrad.apply(x, scale)
 
 
+@dataclass(frozen=True)
+class PairMasks:
+    """What the layers of one padded batch of pairs need besides the hidden states:
+    ``mask`` ``(rows, tokens)``, nonzero on real tokens, and for the pooled head the
+    boolean ``query`` and ``passage`` token masks of the two segments, ``cross``
+    ``(rows, 1, tokens, tokens)``, 1.0 where a query token meets a passage token, and ``pad``
+    ``(rows, 1, 1, tokens)``, ``-inf`` on padding keys and 0 elsewhere."""
+
+    mask: torch.Tensor
+    query: torch.Tensor | None = None
+    passage: torch.Tensor | None = None
+    cross: torch.Tensor | None = None
+    pad: torch.Tensor | None = None
+
+    @classmethod
+    def segments(cls, mask: torch.Tensor, second: torch.Tensor, dtype: torch.dtype) -> PairMasks:
+        """The pooled head's masks from ``mask`` and the passage-segment marks ``second``."""
+        real = mask.to(torch.bool)
+        query, passage = real & ~second, real & second
+        cross = (query[:, :, None] ^ query[:, None, :])[:, None].to(dtype)
+        pad = torch.zeros(real.shape, dtype=dtype, device=mask.device)
+        pad = pad.masked_fill(~real, float("-inf"))[:, None, None, :]
+        return cls(mask, query, passage, cross, pad)
+
+    def select(self, rows: torch.Tensor) -> PairMasks:
+        """The masks of ``rows`` only (an index tensor)."""
+        parts = (self.mask, self.query, self.passage, self.cross, self.pad)
+        return PairMasks(*(None if t is None else t.index_select(0, rows) for t in parts))
+
+    def trim(self, tokens: int) -> PairMasks:
+        """The masks of the first ``tokens`` columns only."""
+        return PairMasks(
+            self.mask[:, :tokens],
+            None if self.query is None else self.query[:, :tokens],
+            None if self.passage is None else self.passage[:, :tokens],
+            None if self.cross is None else self.cross[:, :, :tokens, :tokens],
+            None if self.pad is None else self.pad[..., :tokens],
+        )
+
+
 class RankerNet(nn.Module):
     """The trainable parts: ``encoder`` (a BERT-style Hugging Face model), ``heads`` (one
-    relevance exit per layer) and ``classifier`` (the CALM exit classifier)."""
+    relevance exit per layer), ``classifier`` (the CALM exit classifier) and, for the pooled
+    head, ``gates`` ``(layers, heads)``: the bias added to every attention logit between a
+    query token and a passage token (very negative: the segments barely see each other).
 
-    def __init__(self, encoder: nn.Module) -> None:
+    ``head="pooled"`` reads pairs laid out as ``[CLS] query [SEP] [CLS] passage [SEP]``, each
+    segment with its own positions from 0 and token type 0 (the token types passed in mark
+    the segments: 0 query, 1 passage); its exit state is the product of the normalised
+    mean-pooled query and passage token states. With the gates closed and the head a plain
+    cosine this *is* the bi-encoder the encoder was trained as, so training starts from the
+    bi-encoder's ranking and learns how far to open each head's cross attention.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, head: str = "cls", gate_init: float = DEFAULT_GATE_INIT
+    ) -> None:
         super().__init__()
         check_model(encoder)
+        if head not in HEADS:
+            raise ValueError(f"unknown ranker head {head!r}; expected one of {', '.join(HEADS)}")
         self.encoder = encoder
+        self.head = head
+        self.gate_init = float(gate_init)
         config = encoder.config
         hidden, layers = int(config.hidden_size), int(config.num_hidden_layers)
-        self.heads = ExitHeads(hidden, layers)
+        self.heads = ExitHeads(hidden, layers, head)
         self.classifier = ExitClassifier(hidden, layers)
+        if head == "pooled":
+            heads = int(config.num_attention_heads)
+            self.gates: nn.Parameter | None = nn.Parameter(
+                torch.full((layers, heads), self.gate_init)
+            )
+        else:
+            self.register_parameter("gates", None)
+
+    @property
+    def pooled(self) -> bool:
+        return self.head == "pooled"
+
+    def start(
+        self, input_ids: torch.Tensor, token_types: torch.Tensor | None, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, PairMasks]:
+        """The embedding output of a padded batch of pairs and its :class:`PairMasks`."""
+        if not self.pooled:
+            return embed(self.encoder, input_ids, token_types), PairMasks(mask)
+        if token_types is None:
+            raise ValueError("the pooled head needs the segment marks (token types 0 / 1)")
+        second = token_types.to(torch.bool)
+        index = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+        offset = (mask.to(torch.bool) & ~second).sum(dim=1, keepdim=True)
+        positions = torch.where(second, index - offset, index).clamp(min=0)
+        hidden = embed(self.encoder, input_ids, torch.zeros_like(input_ids), positions)
+        return hidden, PairMasks.segments(mask, second, hidden.dtype)
+
+    def step(
+        self, index: int, hidden: torch.Tensor, masks: PairMasks, level: Level | str
+    ) -> torch.Tensor:
+        """Layer ``index`` at ``level``'s width (with the gated attention for the pooled
+        head)."""
+        bias = None
+        if self.gates is not None and masks.cross is not None and masks.pad is not None:
+            heads = sub_network(self.config, level).heads
+            gate = self.gates[index, :heads].to(hidden.dtype).view(1, heads, 1, 1)
+            bias = masks.cross * gate + masks.pad
+        return layer_step(self.encoder, index, hidden, masks.mask, level, attention_bias=bias)
+
+    def state(self, hidden: torch.Tensor, masks: PairMasks) -> torch.Tensor:
+        """The exit state of each row: its [CLS] state, or the pooled head's product."""
+        if masks.query is None or masks.passage is None:
+            return hidden[:, 0]
+
+        def mean(part: torch.Tensor) -> torch.Tensor:
+            weight = part.to(hidden.dtype)[..., None]
+            return (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+        return F.normalize(mean(masks.query), dim=-1) * F.normalize(mean(masks.passage), dim=-1)
 
     @property
     def config(self) -> Any:
@@ -179,6 +316,12 @@ class RankerNet(nn.Module):
         pooler = getattr(getattr(self.encoder, "pooler", None), "dense", None)
         logit = _checkpoint_classifier(source, int(self.config.hidden_size))
         with torch.no_grad():
+            if self.gates is not None:
+                self.gates.fill_(self.gate_init)
+            if self.pooled:  # a scaled cosine: the bi-encoder's ranking
+                for out in self.heads.out:
+                    out.weight.fill_(POOLED_SCALE)
+                    out.bias.fill_(-POOLED_SCALE * POOLED_OFFSET)
             for dense, out in zip(self.heads.dense, self.heads.out):
                 if pooler is not None:
                     dense.weight.copy_(pooler.weight)
@@ -197,8 +340,11 @@ class RankerNet(nn.Module):
                 linear.bias.zero_()
 
     def exit_state(self, classifier: bool) -> dict[str, torch.Tensor]:
-        """What ``exits.safetensors`` holds: ``heads.*`` and, if asked, ``classifier.*``."""
+        """What ``exits.safetensors`` holds: ``heads.*``, ``gates`` for the pooled head and,
+        if asked, ``classifier.*``."""
         state = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        if self.gates is not None:
+            state["gates"] = self.gates
         if classifier:
             state.update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -207,7 +353,19 @@ class RankerNet(nn.Module):
         """Load an ``exit_state``; returns whether it had a classifier."""
         heads = {k[6:]: v for k, v in state.items() if k.startswith("heads.")}
         classifier = {k[11:]: v for k, v in state.items() if k.startswith("classifier.")}
+        gates = state.get("gates")
+        if (gates is None) != (self.gates is None):
+            expected = "a pooled ranker's exits (with gates)" if self.pooled else "[CLS] exits"
+            got = "gates" if gates is not None else "no gates"
+            raise InputFormatError(path, None, expected, got=got)
         try:
+            if gates is not None and self.gates is not None:
+                if gates.shape != self.gates.shape:
+                    raise RuntimeError(
+                        f"gates of shape {tuple(gates.shape)}, expected {tuple(self.gates.shape)}"
+                    )
+                with torch.no_grad():
+                    self.gates.copy_(gates)
             self.heads.load_state_dict(heads)
             if classifier:
                 self.classifier.load_state_dict(classifier)
@@ -226,8 +384,8 @@ class RankerNet(nn.Module):
         *,
         grad_rescale: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Every exit's scores ``(batch, depth)`` and the [CLS] states (embeddings first,
-        then each layer's: ``depth + 1`` tensors) of ``level``'s sub-network.
+        """Every exit's scores ``(batch, depth)`` and the exit states (embeddings first, then
+        each layer's: ``depth + 1`` tensors) of ``level``'s sub-network.
 
         ``grad_rescale`` applies COST-EFF's gradient equilibrium: at layer ``i`` (0-based) of
         ``L``, the gradient reaching the trunk from exit ``i`` is scaled by ``1 / (L - i)`` and
@@ -236,11 +394,11 @@ class RankerNet(nn.Module):
         it rather than their sum (the heads' own gradients are not scaled).
         """
         depth = sub_network(self.config, level).depth
-        hidden = embed(self.encoder, input_ids, token_type_ids)
-        states, scores = [hidden[:, 0]], []
+        hidden, masks = self.start(input_ids, token_type_ids, attention_mask)
+        states, scores = [self.state(hidden, masks)], []
         for i in range(depth):
-            hidden = layer_step(self.encoder, i, hidden, attention_mask, level)
-            cls = hidden[:, 0]
+            hidden = self.step(i, hidden, masks, level)
+            cls = self.state(hidden, masks)
             to_head = cls
             if grad_rescale:
                 remaining = depth - i
@@ -280,20 +438,27 @@ def _checkpoint_classifier(
 
 
 def encode_pairs(
-    tokenizer: Any, queries: Sequence[str], passages: Sequence[str], max_length: int, types: bool
+    tokenizer: Any,
+    queries: Sequence[str],
+    passages: Sequence[str],
+    max_length: int,
+    types: bool,
+    pooled: bool = False,
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids and token types of ``[CLS] query [SEP] passage [SEP]`` for each pair.
 
     Each distinct text is tokenized once. The passage is truncated first: the query keeps its
     tokens unless it would leave a long passage less than half of the ``max_length - 3``
     tokens of room, and the passage takes what is left. ``types=False`` (a model with one token
-    type) gives zeros throughout.
+    type) gives zeros throughout. ``pooled=True`` gives the pooled head's layout,
+    ``[CLS] query [SEP] [CLS] passage [SEP]`` (room ``max_length - 4``), whose types mark the
+    segments (0 query, 1 passage) whatever ``types`` says.
     """
     if len(queries) != len(passages):
         raise ValueError(f"{len(queries)} queries for {len(passages)} passages: pair them up")
     if max_length < 8:
         raise ValueError(f"max_length must be at least 8, got {max_length}")
-    room = max_length - 3
+    room = max_length - (4 if pooled else 3)
 
     def ids_of(texts: Sequence[str]) -> dict[str, list[int]]:
         unique = list(dict.fromkeys(texts))
@@ -311,6 +476,10 @@ def encode_pairs(
         q, p = query_ids[query], passage_ids[passage]
         q = q[: room - min(len(p), room // 2)]
         p = p[: room - len(q)]
+        if pooled:
+            all_ids.append([cls, *q, sep, cls, *p, sep])
+            all_types.append([0] * (len(q) + 2) + [1] * (len(p) + 2))
+            continue
         all_ids.append([cls, *q, sep, *p, sep])
         second = 1 if types else 0
         all_types.append([0] * (len(q) + 2) + [second] * (len(p) + 1))
@@ -389,11 +558,12 @@ class RankerOutput:
 class LayerRecords:
     """Every exit of a level for ``n`` pairs, recorded by running every layer (no exit).
 
-    ``scores``, ``saturation`` (cosine of each layer's [CLS] state with the previous one's, the
-    embeddings' for layer 1) and ``classifier`` (the exit classifier's probability, None when
-    the ranker has none) are ``(n, depth)`` float32; ``layer_cost`` ``(n,)`` is one layer's
-    FLOPs at the level's width for each pair, ``full_cost`` the full model's. ``states``, when
-    asked for, is ``(n, depth + 1, hidden)`` float32: the [CLS] state after the embeddings and
+    ``scores``, ``saturation`` (cosine of each layer's exit state -- [CLS], or the pooled
+    head's product -- with the previous one's, the embeddings' for layer 1) and
+    ``classifier`` (the exit classifier's probability, None when the ranker has none) are
+    ``(n, depth)`` float32; ``layer_cost`` ``(n,)`` is one layer's FLOPs at the level's width
+    for each pair, ``full_cost`` the full model's. ``states``, when
+    asked for, is ``(n, depth + 1, hidden)`` float32: the exit state after the embeddings and
     after each layer (what the exit heads read), for diagnostics that refit heads.
     """
 
@@ -441,7 +611,12 @@ class ElasticRanker:
                 f"from the Hugging Face cache offline ({err.__class__.__name__}: {err})"
             ) from err
         manifest = read_manifest(path)
-        net = RankerNet(encoder)
+        head = manifest.get("exits", {}).get("kind", "cls") if manifest else "cls"
+        if head not in HEADS:
+            raise InputFormatError(
+                Path(path) / "elasticir.json", None, f'"exits.kind": one of {HEADS}', got=head
+            )
+        net = RankerNet(encoder, head=head)
         net.init_exits_(path)  # deterministic, also for the parts a file does not hold
         exits = Path(path) / EXITS_FILE
         if manifest and exits.is_file():
@@ -616,7 +791,7 @@ class ElasticRanker:
         """
         level, exit_policy = self._resolve(level, policy)
         queries, passages = list(queries), list(passages)
-        ids, types = encode_pairs(self.tokenizer, queries, passages, self.max_length, self._types)
+        ids, types = self._encode(queries, passages)
         n = len(ids)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         scores = np.empty(n, dtype=np.float32)
@@ -637,6 +812,13 @@ class ElasticRanker:
             full_flops=full,
             level=level,
             policy=None if policy is None else parse_policy(policy),
+        )
+
+    def _encode(
+        self, queries: Sequence[str], passages: Sequence[str]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        return encode_pairs(
+            self.tokenizer, queries, passages, self.max_length, self._types, self.net.pooled
         )
 
     def _resolve(
@@ -674,18 +856,18 @@ class ElasticRanker:
         out_scores = torch.empty(rows, device=input_ids.device)
         out_exits = torch.full((rows,), depth, dtype=torch.long, device=input_ids.device)
         active = torch.arange(rows, device=input_ids.device)
-        hidden = embed(net.encoder, input_ids, token_types)
+        hidden, masks = net.start(input_ids, token_types, mask)
         saturation = policy is not None and policy.uses_saturation
-        previous = hidden[:, 0] if saturation else None
+        previous = net.state(hidden, masks) if saturation else None
         for i in range(depth):
-            hidden = layer_step(net.encoder, i, hidden, mask, level)
+            hidden = net.step(i, hidden, masks, level)
             layer = i + 1
             last = layer == depth
             if not last and (policy is None or layer < policy.min_layer):
                 if saturation:
-                    previous = hidden[:, 0]
+                    previous = net.state(hidden, masks)
                 continue
-            cls = hidden[:, 0]
+            cls = net.state(hidden, masks)
             scores = net.heads(i, cls)
             if last:
                 out_scores[active] = scores.float()
@@ -703,12 +885,12 @@ class ElasticRanker:
                     break
                 keep = torch.nonzero(~done).squeeze(1)
                 hidden = hidden.index_select(0, keep)
-                mask = mask.index_select(0, keep)
+                masks = masks.select(keep)
                 active = active.index_select(0, keep)
                 cls = cls.index_select(0, keep)
-                longest = int(mask.sum(dim=1).max())
-                if longest < mask.shape[1]:  # columns that are padding in every remaining row
-                    hidden, mask = hidden[:, :longest], mask[:, :longest]
+                longest = int(masks.mask.sum(dim=1).max())
+                if longest < masks.mask.shape[1]:  # columns of padding in every remaining row
+                    hidden, masks = hidden[:, :longest], masks.trim(longest)
             if saturation:
                 previous = cls
         return out_scores, out_exits
@@ -725,14 +907,12 @@ class ElasticRanker:
     ) -> LayerRecords:
         """Run every layer of ``level`` on every pair (no exit), recording each exit's score
         and signals: what calibration simulates every threshold from (``progress``: a bar
-        over the pairs; ``states``: keep every layer's [CLS] state too)."""
+        over the pairs; ``states``: keep every layer's exit state too)."""
         from elasticir.progress import progress_bar
 
         level = self.check_level(level)
         depth = sub_network(self.config, level).depth
-        ids, types = encode_pairs(
-            self.tokenizer, list(queries), list(passages), self.max_length, self._types
-        )
+        ids, types = self._encode(list(queries), list(passages))
         n = len(ids)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         scores = np.empty((n, depth), dtype=np.float32)
@@ -773,7 +953,7 @@ class ElasticRanker:
         keep_states: bool = False,
     ) -> np.ndarray | None:
         """One batch of :meth:`layer_records`: fills its rows of the arrays; with
-        ``keep_states`` returns the batch's [CLS] states ``(rows, depth + 1, hidden)``."""
+        ``keep_states`` returns the batch's exit states ``(rows, depth + 1, hidden)``."""
         depth = scores.shape[1]
         input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
         with torch.inference_mode():
@@ -885,7 +1065,11 @@ def write_ranker(
         "kind": KIND,
         "levels": [str(Level(level)) for level in levels],
         "max_length": int(max_length),
-        "exits": {"head": HEAD_DESCRIPTION, "classifier": bool(classifier)},
+        "exits": {
+            "kind": net.head,
+            "head": HEAD_DESCRIPTIONS[net.head],
+            "classifier": bool(classifier),
+        },
     }
     if classifier:
         manifest["exits"]["classifier_features"] = CLASSIFIER_DESCRIPTION

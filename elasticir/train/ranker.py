@@ -83,6 +83,8 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import Level
 from elasticir.encoders.loading import resolve_model_path
 from elasticir.rerank.ranker import (
+    DEFAULT_GATE_INIT,
+    HEADS,
     RankerNet,
     _pad,
     encode_pairs,
@@ -159,6 +161,11 @@ class RankerTrainConfig(TrainConfigFile):
     ``sandwich=False`` trains exactly the widths of ``levels`` each step (``full`` is always
     listed in the written model's levels, trained or not). The word embeddings (half of
     MiniLM's weights) and the unused pooler stay frozen unless ``train_word_embeddings``.
+    ``head`` is ``"cls"`` (a [CLS] relevance head per layer) or ``"pooled"`` (the bi-encoder's
+    own scoring, a cosine of mean-pooled query and passage states per layer, with the
+    attention between the two segments gated per layer and head: it starts at ``gate_init``,
+    nearly closed, so training starts from the bi-encoder's ranking; ``gate_lr`` is the
+    gates' learning rate).
     """
 
     output: Path
@@ -191,6 +198,9 @@ class RankerTrainConfig(TrainConfigFile):
     classifier_lr: float = 1e-2
     dropout: bool = False
     train_word_embeddings: bool = False
+    head: str = "cls"
+    gate_init: float = DEFAULT_GATE_INIT
+    gate_lr: float = 0.05
     checkpoint_every: int = 100
     threads: int | None = None
     device: str | None = None
@@ -203,6 +213,13 @@ class RankerTrainConfig(TrainConfigFile):
         "threads",
         "device",
     )
+
+    def training_fields(self) -> dict[str, Any]:
+        values = super().training_fields()
+        if self.head == "cls":  # [CLS] runs keep the keys they had before the pooled head
+            for name in ("head", "gate_init", "gate_lr"):
+                values.pop(name)
+        return values
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
@@ -231,7 +248,11 @@ class RankerTrainConfig(TrainConfigFile):
         check_int("exit_holdout", self.exit_holdout, 0)
         for name in ("max_groups_per_source", "threads"):
             check_int(name, getattr(self, name), optional=True)
-        for name in ("lr", "head_lr", "teacher_temperature", "classifier_lr"):
+        if self.head not in HEADS:
+            raise ValueError(f"head is one of {HEADS}, got {self.head!r}")
+        if not isinstance(self.gate_init, (int, float)) or not math.isfinite(self.gate_init):
+            raise ValueError(f"gate_init must be a finite number, got {self.gate_init!r}")
+        for name in ("lr", "head_lr", "gate_lr", "teacher_temperature", "classifier_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
@@ -528,7 +549,7 @@ def initial_net(
     source = resolve_model_path(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     encoder = AutoModel.from_pretrained(source)
-    net = RankerNet(encoder).to(device).eval()
+    net = RankerNet(encoder, head=config.head, gate_init=config.gate_init).to(device).eval()
     rng = np.random.default_rng([config.seed, 3])
     picked = rng.permutation(len(groups.train))[: config.importance_pairs]
     pairs: list[tuple[str, str]] = []
@@ -578,8 +599,9 @@ def exit_weights(layers: int, weighting: str) -> torch.Tensor:
 def batch_tensors(
     batch: GroupBatch, tokenizer: Any, config: RankerTrainConfig, device: Any, types: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    pooled = config.head == "pooled"
     ids, token_types = encode_pairs(
-        tokenizer, batch.queries, batch.passages, config.max_length, types
+        tokenizer, batch.queries, batch.passages, config.max_length, types, pooled
     )
     return _pad(ids, token_types, np.arange(len(ids)), tokenizer.pad_token_id or 0, device)
 
@@ -781,11 +803,13 @@ def _optimizer(net: RankerNet, config: RankerTrainConfig) -> torch.optim.Optimiz
             or ("word_embeddings" in name and not config.train_word_embeddings)
         )
         parameter.requires_grad_(not frozen)
-    decay, no_decay, heads = [], [], []
+    decay, no_decay, heads, gates = [], [], [], []
     for name, parameter in net.named_parameters():
         if not parameter.requires_grad:
             continue
-        if name.startswith("heads."):
+        if name == "gates":
+            gates.append(parameter)
+        elif name.startswith("heads."):
             heads.append(parameter)
         elif name.endswith("bias") or "LayerNorm" in name:
             no_decay.append(parameter)
@@ -796,6 +820,8 @@ def _optimizer(net: RankerNet, config: RankerTrainConfig) -> torch.optim.Optimiz
         {"params": no_decay, "weight_decay": 0.0, "lr": config.lr},
         {"params": heads, "weight_decay": 0.0, "lr": config.head_lr},
     ]
+    if gates:
+        groups.append({"params": gates, "weight_decay": 0.0, "lr": config.gate_lr})
     return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
 
 
