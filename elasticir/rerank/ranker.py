@@ -611,7 +611,8 @@ class ElasticRanker:
                 f"from the Hugging Face cache offline ({err.__class__.__name__}: {err})"
             ) from err
         manifest = read_manifest(path)
-        head = manifest.get("exits", {}).get("kind", "cls") if manifest else "cls"
+        exits_entry = manifest.get("exits")
+        head = exits_entry.get("kind", "cls") if isinstance(exits_entry, dict) else "cls"
         if head not in HEADS:
             raise InputFormatError(
                 Path(path) / "elasticir.json", None, f'"exits.kind": one of {HEADS}', got=head
