@@ -218,8 +218,7 @@ def refit_heads(ranker, train, offsets, states, steps: int, seed: int) -> tuple[
     heads = copy.deepcopy(ranker.net.heads).float().train()
     depth = train.depth
     # the last exit is the teacher: left as it is
-    modules = [heads.out[i] for i in range(depth - 1)]
-    modules += [heads.dense[i] for i in range(min(depth - 1, len(heads.dense)))]  # [CLS] heads
+    modules = [*heads.out[: depth - 1], *heads.dense[: depth - 1]]  # pooled heads: no dense
     trained = [p for m in modules for p in m.parameters()]
     for parameter in trained:
         parameter.requires_grad_(True)
