@@ -110,6 +110,7 @@ def main() -> None:
     report["setup"] = {
         "queries": {"dl19": len(dl_queries), "nq+dl19": len(nq_queries)},
         "calibration_queries": args.calibration_queries,
+        "calibration_excluded": len(_trained_query_ids(ranker)),
         "delta": args.delta,
         "epsilon": args.epsilon,
         "depth": args.depth,
@@ -242,6 +243,10 @@ def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
 
     dataset = get_dataset(topics_name)
     topics = read_queries_any(dataset.queries or dataset.qas)
+    trained = _trained_query_ids(ranker)
+    if topics_name == "msmarco-dev-subset" and trained:  # the anchor groups' queries
+        log(f"calibration: {len(trained)} queries the ranker was trained on are left out")
+        topics = [q for q in topics if q.query_id not in trained]
     sample = random.Random(13).sample(topics, min(args.calibration_queries, len(topics)))
     run = _dense(base, store, sample, args.depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
@@ -250,6 +255,13 @@ def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     if len(families) < len(FAMILIES):
         log("calibration: the ranker has no exit classifier; that family is left out")
     return calibrate_families(ranker, data, families, args.delta, args.epsilon, progress=True)
+
+
+def _trained_query_ids(ranker) -> set[str]:
+    """The MS MARCO dev query ids among the ranker's training data (its anchor groups')."""
+    training = ranker.manifest.get("training") or {}
+    anchor = (training.get("data") or {}).get("anchor") or {}
+    return set(anchor.get("query_ids", ()))
 
 
 def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> dict:
@@ -454,12 +466,22 @@ def targets(report: dict) -> list[dict]:
 
 def render(report: dict) -> str:
     lines = ["# Reranking benchmark", "", f"Machine: {report['machine']}.", ""]
+    models = report.get("models") or {}
+    if models:
+        dipair = ", ".join(f"`{d}`" for d in models.get("dipair") or ()) or "none"
+        lines += [f"Models: ElasticRanker `{models.get('ranker')}`; DiPair {dipair}.", ""]
     setup = report.get("setup", {})
     if setup:
         lines += [
             f"Evaluated queries: {setup['queries']}; calibration: {setup['calibration_queries']} "
             f"queries per corpus, delta={setup['delta']}, epsilon={setup['epsilon']} "
-            "(consistency loss: 1 - nDCG@10 against the full ranker's top 10).",
+            "(consistency loss: 1 - nDCG@10 against the full ranker's top 10)"
+            + (
+                f"; the {setup['calibration_excluded']} MS MARCO dev queries the ranker was "
+                "trained on (its anchor groups) are never calibration queries."
+                if setup.get("calibration_excluded")
+                else "."
+            ),
             "",
         ]
     if report.get("targets"):

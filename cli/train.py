@@ -339,6 +339,20 @@ def ranker(
         "bi-encoder's cosine of mean-pooled query and passage states per layer, with gated "
         "cross attention between them: training starts from the bi-encoder's ranking)",
     ),
+    anchor_queries: int = typer.Option(
+        None,
+        help="Unlabelled MS MARCO dev queries (a seeded sample of topics/, never their qrels) "
+        "whose top passages in --anchor-corpus, scored by the base bi-encoder, are added as "
+        "teacher-only groups that hold the ranker near the bi-encoder (0: none, the default)",
+    ),
+    anchor_corpus: str = typer.Option(
+        None, help="Dataset name or corpus file the anchor queries search (msmarco-dl19)"
+    ),
+    cache: Path = typer.Option(
+        None,
+        help="Folder for the anchor corpus's bi-encoder vectors (default: $ELASTICIR_CACHE or "
+        "~/.cache/elasticir)",
+    ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (100)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
@@ -350,8 +364,9 @@ def ranker(
     Every exit is trained at once (listwise CE on labels, KL toward the training files'
     teacher scores, self-distillation from the deepest exit; COST-EFF gradient rescaling),
     over full, smallest and one random width per step; a small CALM exit classifier is then
-    fitted on held-out training queries. Data: ../shared/data/train only (never DL19 or
-    nq-open). Seeded and resumable: rerun the same command after a kill.
+    fitted on held-out training queries. Data: ../shared/data/train (never DL19 or nq-open
+    judgements or questions), plus --anchor-queries. Seeded and resumable: rerun the same
+    command after a kill.
     """
     from dataclasses import replace
 
@@ -367,6 +382,9 @@ def ranker(
         "max_length": max_length,
         "lr": lr,
         "head": head,
+        "anchor_queries": anchor_queries,
+        "anchor_corpus": anchor_corpus,
+        "cache": cache,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
         "threads": threads,

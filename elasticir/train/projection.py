@@ -37,7 +37,13 @@ from elasticir.encoders.projection import write_projections
 from elasticir.progress import progress_bar
 from elasticir.train.config import TrainConfigFile, check_int
 
-__all__ = ["ProjectionTrainConfig", "fit_projection", "train_projection"]
+__all__ = [
+    "ProjectionTrainConfig",
+    "corpus_file",
+    "fit_projection",
+    "teacher_corpus_store",
+    "train_projection",
+]
 
 
 def default_cache() -> Path:
@@ -148,23 +154,25 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
 
 
 def _corpus_paths(config: ProjectionTrainConfig) -> list[tuple[str, Path]]:
-    """Each of ``config.corpora`` with its corpus file: a file as given, or a dataset's."""
+    """Each of ``config.corpora`` with its corpus file."""
+    return [(name, corpus_file(name, config.data_root)) for name in config.corpora]
+
+
+def corpus_file(name: str, data_root: Path | None = None) -> Path:
+    """The corpus file of ``name``: a file as given, or the named dataset's corpus."""
     import errno
 
     from elasticir.data.datasets import get_dataset
 
-    out = []
-    for name in config.corpora:
-        path = Path(name)
-        if not path.is_file():
-            if path.suffix or len(path.parts) > 1:  # meant as a file, not a dataset name
-                raise FileNotFoundError(errno.ENOENT, "corpus file not found", name)
-            dataset = get_dataset(name, root=config.data_root)
-            if dataset.corpus is None:
-                raise ValueError(f"dataset {name!r} has no corpus")
-            path = Path(dataset.corpus)
-        out.append((name, path))
-    return out
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.suffix or len(path.parts) > 1:  # meant as a file, not a dataset name
+        raise FileNotFoundError(errno.ENOENT, "corpus file not found", name)
+    dataset = get_dataset(name, root=data_root)
+    if dataset.corpus is None:
+        raise ValueError(f"dataset {name!r} has no corpus")
+    return Path(dataset.corpus)
 
 
 def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] | None:
@@ -172,10 +180,8 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
     again over it; None when there are no corpora."""
     if not config.corpora:
         return None
-    import hashlib
-
     from elasticir.encoders.denser import ElasticDenser
-    from elasticir.index.store import EmbeddingStore, encode_corpus
+    from elasticir.index.store import EmbeddingStore
     from elasticir.train.denser import _digest, _mine
 
     teacher = ElasticDenser(config.base_model, batch_size=32)
@@ -184,20 +190,7 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
     cache = data.cache_dir()
     parts, counts, keys = [distillation.passages.cpu().numpy()], {}, []
     for name, path in _corpus_paths(config):
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        key = _digest(  # the store's meta names the file's path: a moved copy gets its own
-            {
-                "teacher": teacher.fingerprint,
-                "max_length": teacher.passage_max_length,
-                "path": str(path.resolve()),
-                "file": digest.hexdigest(),
-            }
-        )
-        store = cache / "corpora" / key
-        encode_corpus(path, store, teacher, shard_size=1024, progress=progress)
+        key, store = teacher_corpus_store(teacher, path, cache, progress)
         _, vectors = EmbeddingStore(store).load()
         parts.append(np.asarray(vectors, dtype=np.float32))
         counts[name] = len(vectors)
@@ -209,6 +202,31 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
         queries, passages, data.candidates, cache / "candidates" / f"{mined}.npy", config.threads
     )
     return {"passages": torch.from_numpy(passages), "candidates": candidates, "counts": counts}
+
+
+def teacher_corpus_store(teacher: Any, path: Path, cache: Path, progress: bool) -> tuple[str, Path]:
+    """``(key, store directory)`` of corpus file ``path`` encoded by ``teacher`` (an
+    ElasticDenser at full compute) under ``cache/corpora`` (resumable, encoded once)."""
+    import hashlib
+
+    from elasticir.index.store import encode_corpus
+    from elasticir.train.denser import _digest
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    key = _digest(  # the store's meta names the file's path: a moved copy gets its own
+        {
+            "teacher": teacher.fingerprint,
+            "max_length": teacher.passage_max_length,
+            "path": str(Path(path).resolve()),
+            "file": digest.hexdigest(),
+        }
+    )
+    store = cache / "corpora" / key
+    encode_corpus(path, store, teacher, shard_size=1024, progress=progress)
+    return key, store
 
 
 def fit_projection(

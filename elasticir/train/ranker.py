@@ -20,6 +20,12 @@ source              file(s)                                      negatives / tea
 ``medquad``         ``medquad-qa.jsonl.gz`` (optional, weak)     none; no
 =================== ============================================ =========================
 
+With ``anchor_queries > 0``, :mod:`elasticir.train.anchor` adds that many *unlabelled* groups
+(source ``msmarco-dev-anchor``): MS MARCO dev queries over ``anchor_corpus``'s passages, the
+base bi-encoder's top ``anchor_depth`` with its cosines as teacher scores. They enter only the
+teacher term (their first passage is not a judged positive), and keep a ranker that starts as
+the bi-encoder (``head="pooled"``) near it where the labelled sources say nothing.
+
 Every step draws ``batch_size`` groups (seeded per-epoch shuffles) and, for each, the positive
 and ``group_size - 1`` negatives (seeded per step); a group with too few negatives of its own is
 filled with random passages of the same source, and then has no teacher term.
@@ -27,10 +33,10 @@ filled with random passages of the same source, and then has no teacher term.
 **Loss**, for every exit ``i`` of ``L`` (weights ``w_i``: ``i`` normalised to sum 1 by
 default, or uniform), summed over the widths of the step::
 
-    w_i * ( listwise_weight * CE(softmax over the group of s_i, positive)
+    w_i * ( listwise_weight * CE(softmax over the group of s_i, positive)     [labelled]
           + teacher_weight  * KL(softmax(z(teacher) / teacher_temperature) || softmax(s_i))
           + self_weight     * KL(softmax(s_L at full width, detached) || softmax(s_i))
-          + pointwise_weight * BCE(sigmoid(s_i), positive = 1, negatives = 0) )
+          + pointwise_weight * BCE(sigmoid(s_i), positive = 1, negatives = 0) )  [labelled]
 
 ``z(teacher)`` standardises a group's teacher scores (the sources' scales differ by 100x); the
 self-distillation term skips the full width's own deepest exit; the small pointwise term pins
@@ -201,6 +207,10 @@ class RankerTrainConfig(TrainConfigFile):
     head: str = "cls"
     gate_init: float = DEFAULT_GATE_INIT
     gate_lr: float = 0.05
+    anchor_queries: int = 0
+    anchor_corpus: str = "msmarco-dl19"
+    anchor_depth: int = 32
+    cache: Path | None = None
     checkpoint_every: int = 100
     threads: int | None = None
     device: str | None = None
@@ -209,6 +219,7 @@ class RankerTrainConfig(TrainConfigFile):
     _RUN_ONLY_FIELDS: ClassVar[tuple[str, ...]] = (
         "output",
         "data_root",
+        "cache",
         "checkpoint_every",
         "threads",
         "device",
@@ -219,13 +230,16 @@ class RankerTrainConfig(TrainConfigFile):
         if self.head == "cls":  # [CLS] runs keep the keys they had before the pooled head
             for name in ("head", "gate_init", "gate_lr"):
                 values.pop(name)
+        if not self.anchor_queries:  # and runs without anchors the keys they had before them
+            for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
+                values.pop(name)
         return values
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        self._settle_paths("data_root")
+        self._settle_paths("data_root", "cache")
         put("sources", check_names("sources", self.sources, tuple(SOURCES)))
         if self.levels is not None:
             put("levels", check_levels(self.levels))
@@ -246,6 +260,12 @@ class RankerTrainConfig(TrainConfigFile):
         check_int("group_size", self.group_size, 2)
         check_int("max_length", self.max_length, 16)
         check_int("exit_holdout", self.exit_holdout, 0)
+        check_int("anchor_queries", self.anchor_queries, 0)
+        check_int("anchor_depth", self.anchor_depth, 2)
+        if not isinstance(self.anchor_corpus, str) or not self.anchor_corpus:
+            raise ValueError(
+                f"anchor_corpus must name a dataset or corpus file, got {self.anchor_corpus!r}"
+            )
         for name in ("max_groups_per_source", "threads"):
             check_int(name, getattr(self, name), optional=True)
         if self.head not in HEADS:
@@ -277,13 +297,15 @@ class RankerTrainConfig(TrainConfigFile):
 @dataclass(frozen=True)
 class RankingGroup:
     """One query, one positive, its own negatives, and teacher scores when the source has
-    them (``teacher[0]`` the positive's, then one per negative)."""
+    them (``teacher[0]`` the positive's, then one per negative). An unlabelled group (the
+    anchor groups of :mod:`elasticir.train.anchor`) enters only the teacher term."""
 
     source: str
     query: str
     positive: str
     negatives: tuple[str, ...]
     teacher: tuple[float, ...] | None = None
+    labelled: bool = True  # False: ``positive`` is only the teacher's top passage
 
 
 def read_source(path: Path) -> list[RankingGroup]:
@@ -372,6 +394,7 @@ class GroupBatch:
     passages: list[str]
     teacher: torch.Tensor  # (size, group) standardised teacher scores (0 where absent)
     has_teacher: torch.Tensor  # (size,) bool
+    labelled: torch.Tensor  # (size,) bool: the first passage is a judged positive
     size: int
     group: int
 
@@ -402,7 +425,7 @@ class TrainingGroups:
 
     def make_batch(self, groups: Sequence[RankingGroup], rng: np.random.Generator) -> GroupBatch:
         g = self.config.group_size
-        queries, passages, teachers, has = [], [], [], []
+        queries, passages, teachers, has, labelled = [], [], [], [], []
         for group in groups:
             own = len(group.negatives)
             if own >= g - 1:
@@ -423,8 +446,17 @@ class TrainingGroups:
                 has.append(False)
             queries.extend([group.query] * g)
             passages.extend([group.positive, *negatives])
+            labelled.append(group.labelled)
         teacher = torch.tensor(np.stack(teachers), dtype=torch.float32)
-        return GroupBatch(queries, passages, teacher, torch.tensor(has), size=len(groups), group=g)
+        return GroupBatch(
+            queries,
+            passages,
+            teacher,
+            torch.tensor(has),
+            torch.tensor(labelled),
+            size=len(groups),
+            group=g,
+        )
 
     def _fillers(self, group: RankingGroup, count: int, rng: np.random.Generator) -> list[str]:
         pool = self.pools[group.source]
@@ -442,9 +474,10 @@ class TrainingGroups:
         return out
 
 
-def load_groups(config: RankerTrainConfig) -> TrainingGroups:
-    """Read the configured sources, drop evaluation overlaps, cap, and hold out the exit
-    classifier's queries (a seeded choice of whole queries)."""
+def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGroups:
+    """Read the configured sources, drop evaluation overlaps, cap, add the anchor groups
+    (``anchor_queries``; mining them may encode the anchor corpus once, into ``cache``), and
+    hold out the exit classifier's queries (a seeded choice of whole queries)."""
     from elasticir.data.datasets import data_root as find_data_root
     from elasticir.train.data import evaluation_questions
 
@@ -473,6 +506,28 @@ def load_groups(config: RankerTrainConfig) -> TrainingGroups:
                 "excluded_eval_overlap": excluded,
             }
             groups.extend(kept)
+    anchor = None
+    if config.anchor_queries:
+        from elasticir.train.anchor import ANCHOR_SOURCE, AnchorData, anchor_groups
+        from elasticir.train.projection import default_cache
+
+        spec = AnchorData(
+            queries=config.anchor_queries,
+            corpus=config.anchor_corpus,
+            depth=config.anchor_depth,
+            seed=config.seed,
+            base_model=config.base_model,
+            data_root=root,
+            cache=config.cache if config.cache is not None else default_cache(),
+        )
+        mined, anchor = anchor_groups(spec, banned, progress=progress, threads=config.threads)
+        counts[ANCHOR_SOURCE] = {
+            "groups": len(mined),
+            "pairs_available": sum(1 + len(g.negatives) for g in mined),
+            "with_teacher": len(mined),
+            "excluded_eval_overlap": 0,
+        }
+        groups.extend(mined)
     if not groups:
         raise ValueError("no training groups found in the configured sources")
     queries = sorted({g.query for g in groups})
@@ -491,8 +546,9 @@ def load_groups(config: RankerTrainConfig) -> TrainingGroups:
     for name in counts:
         counts[name]["held_out_groups"] = sum(g.source == name for g in holdout)
     digest = hashlib.sha256()
-    for g in groups:
-        digest.update(json.dumps(dataclasses.astuple(g)).encode())
+    for g in groups:  # a labelled group hashes as it did before groups had the flag
+        fields = dataclasses.astuple(g)
+        digest.update(json.dumps(fields[:-1] if g.labelled else fields).encode())
     data_digest = digest.hexdigest()[:16]
     data = {
         "root": str(root),
@@ -502,6 +558,8 @@ def load_groups(config: RankerTrainConfig) -> TrainingGroups:
         "held_out_queries": len(holdout_queries),
         "digest": data_digest,
     }
+    if anchor is not None:
+        data["anchor"] = anchor
     key = _digest({"data": data_digest, "config": config.training_fields()})
     return TrainingGroups(config, train, holdout, pools, data, key)
 
@@ -626,10 +684,18 @@ def group_losses(
     scores = scores.float().view(batch.size, batch.group, layers)  # (B, G, L)
     log_p = F.log_softmax(scores, dim=1)
     device = scores.device
-    listwise = -log_p[:, 0, :].mean(0)  # (L,)
     labels = torch.zeros(batch.size, batch.group, layers, device=device)
     labels[:, 0, :] = 1.0
-    pointwise = F.binary_cross_entropy_with_logits(scores, labels, reduction="none").mean((0, 1))
+    bce = F.binary_cross_entropy_with_logits(scores, labels, reduction="none").mean(1)  # (B, L)
+    judged = batch.labelled.to(device)
+    if bool(judged.all()):
+        listwise = -log_p[:, 0, :].mean(0)  # (L,)
+        pointwise = bce.mean(0)
+    elif bool(judged.any()):
+        listwise = -(log_p[:, 0, :] * judged[:, None]).sum(0) / judged.sum()
+        pointwise = (bce * judged[:, None]).sum(0) / judged.sum()
+    else:
+        listwise = pointwise = torch.zeros(layers, device=device)
     has = batch.has_teacher.to(device)
     if bool(has.any()):
         target = F.log_softmax(batch.teacher.to(device) / config.teacher_temperature, dim=1)
@@ -709,6 +775,7 @@ def fit_exit_classifier(
                     batch.passages[start * g : (start + size) * g],
                     batch.teacher[start : start + size],
                     batch.has_teacher[start : start + size],
+                    batch.labelled[start : start + size],
                     size,
                     g,
                 )
@@ -765,7 +832,7 @@ def train_ranker(
     output = config.output
     _check_output(config)
     with _threads(config.threads):
-        groups = load_groups(config)
+        groups = load_groups(config, progress=progress)
         finished = _finished_key(output)
         if finished == groups.key:
             return output
