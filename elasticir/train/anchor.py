@@ -49,8 +49,9 @@ def anchor_groups(
     threads: int | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """``(groups, record)``: one :class:`~elasticir.train.ranker.RankingGroup` per sampled
-    query (``labelled=False``, teacher scores = bi-encoder cosines rounded to 1e-5, so a rerun
-    on another thread count mines the same groups), and what was used (query ids included).
+    query (``labelled=False``, teacher scores = bi-encoder cosines rounded to 1e-5, which
+    makes a rerun on another thread count less likely to key differently; it cannot rule it
+    out), and what was used (query ids included).
     Queries whose normalised text is in ``banned`` (the evaluation questions) are never drawn.
     """
     import faiss
@@ -62,7 +63,7 @@ def anchor_groups(
     from elasticir.index.store import EmbeddingStore
     from elasticir.train.data import _norm
     from elasticir.train.projection import corpus_file, teacher_corpus_store
-    from elasticir.train.ranker import RankingGroup
+    from elasticir.train.ranker import RankingGroup, _clean
 
     topics = get_dataset(_TOPICS, root=spec.data_root)
     candidates = [q for q in read_topics(topics.queries) if _norm(q.text) not in banned]
@@ -86,9 +87,7 @@ def anchor_groups(
     queries = teacher.encode_queries([q.text for q in picked])
     scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), spec.depth)
     needed = {ids[int(r)] for rr in rows for r in rr}
-    texts = {
-        d: " ".join(p.encoder_text().split()) for d, p in load_passages(corpus_path, needed).items()
-    }
+    texts = {d: _clean(p.encoder_text()) for d, p in load_passages(corpus_path, needed).items()}
     groups = []
     for query, ss, rr in zip(picked, scores, rows):
         docs = [texts[ids[int(r)]] for r in rr]
@@ -96,7 +95,7 @@ def anchor_groups(
         groups.append(
             RankingGroup(
                 ANCHOR_SOURCE,
-                " ".join(query.text.split()),
+                _clean(query.text),
                 docs[0],
                 tuple(docs[1:]),
                 teacher_scores,

@@ -688,21 +688,11 @@ def group_losses(
     labels[:, 0, :] = 1.0
     bce = F.binary_cross_entropy_with_logits(scores, labels, reduction="none").mean(1)  # (B, L)
     judged = batch.labelled.to(device)
-    if bool(judged.all()):
-        listwise = -log_p[:, 0, :].mean(0)  # (L,)
-        pointwise = bce.mean(0)
-    elif bool(judged.any()):
-        listwise = -(log_p[:, 0, :] * judged[:, None]).sum(0) / judged.sum()
-        pointwise = (bce * judged[:, None]).sum(0) / judged.sum()
-    else:
-        listwise = pointwise = torch.zeros(layers, device=device)
-    has = batch.has_teacher.to(device)
-    if bool(has.any()):
-        target = F.log_softmax(batch.teacher.to(device) / config.teacher_temperature, dim=1)
-        kl = (target.exp()[..., None] * (target[..., None] - log_p)).sum(1)  # (B, L)
-        teacher = (kl * has[:, None]).sum(0) / has.sum()
-    else:
-        teacher = torch.zeros(layers, device=device)
+    listwise = _group_mean(-log_p[:, 0, :], judged)  # (L,)
+    pointwise = _group_mean(bce, judged)
+    target = F.log_softmax(batch.teacher.to(device) / config.teacher_temperature, dim=1)
+    kl = (target.exp()[..., None] * (target[..., None] - log_p)).sum(1)  # (B, L)
+    teacher = _group_mean(kl, batch.has_teacher.to(device))
     own_reference = reference is None
     ref = (scores[:, :, -1] if own_reference else reference).detach()
     ref_log = F.log_softmax(ref, dim=1)
@@ -725,6 +715,12 @@ def group_losses(
         per_exit=per_exit.detach(),
         deepest_scores=scores[:, :, -1],
     )
+
+
+def _group_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` ``(B, L)`` over the groups where ``keep`` ``(B,)`` is set; 0 where
+    none is."""
+    return (values * keep[:, None]).sum(0) / keep.sum().clamp(min=1)
 
 
 # --------------------------------------------------------------------------- the exit classifier
