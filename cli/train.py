@@ -348,10 +348,16 @@ def ranker(
     anchor_corpus: str = typer.Option(
         None, help="Dataset name or corpus file the anchor queries search (msmarco-dl19)"
     ),
+    anchor_bm25_weight: float = typer.Option(
+        None,
+        help="Score the anchor groups by a fused first stage instead: this weight on BM25's "
+        "min-max normalised scores, the rest on the bi-encoder's (0: bi-encoder only, the "
+        "default; needs the bm25 extra)",
+    ),
     cache: Path = typer.Option(
         None,
-        help="Folder for the anchor corpus's bi-encoder vectors (default: $ELASTICIR_CACHE or "
-        "~/.cache/elasticir)",
+        help="Folder for the anchor corpus's bi-encoder vectors and BM25 index (default: "
+        "$ELASTICIR_CACHE or ~/.cache/elasticir)",
     ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (100)"),
@@ -384,6 +390,7 @@ def ranker(
         "head": head,
         "anchor_queries": anchor_queries,
         "anchor_corpus": anchor_corpus,
+        "anchor_bm25_weight": anchor_bm25_weight,
         "cache": cache,
         "seed": seed,
         "checkpoint_every": checkpoint_every,

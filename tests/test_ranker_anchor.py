@@ -83,6 +83,45 @@ def test_anchor_groups_are_the_bi_encoders_top_passages_with_its_cosines(
 
 
 @pytest.mark.data
+def test_fused_anchor_groups_are_the_minmax_fusion_of_bm25_and_the_bi_encoder(
+    spec: AnchorData, small_corpus: Path, data_root: Path
+) -> None:
+    from elasticir.retrieve.bm25 import bm25_search, build_bm25_index
+
+    weight = 0.3
+    fused_spec = dataclasses.replace(spec, bm25_weight=weight)
+    groups, record = anchor_groups(fused_spec, banned=set(), progress=False, threads=1)
+    assert record["teacher_scores"] == "bm25+biencoder fusion" and record["bm25"]["weight"] == 0.3
+    # the same queries as the bi-encoder-scored anchors: only the scoring differs
+    plain, plain_record = anchor_groups(spec, banned=set(), progress=False)
+    assert record["query_ids"] == plain_record["query_ids"] and groups != plain
+    topics = {
+        q.query_id: q
+        for q in read_topics(data_root / "topics" / ("topics.msmarco-passage.dev-subset.txt"))
+    }
+    picked = [topics[qid] for qid in record["query_ids"]]
+    passages = [json.loads(line) for line in small_corpus.read_text().splitlines()]
+    ids, texts = [p["id"] for p in passages], [p["contents"] for p in passages]
+    lexical = bm25_search(build_bm25_index(small_corpus, spec.cache / "oracle", 1, False), picked)
+    encoder = ElasticDenser(batch_size=32)
+    cosines = encoder.encode_queries([q.text for q in picked]) @ encoder.encode_passages(texts).T
+
+    def minmax(values: np.ndarray) -> np.ndarray:  # one hit (or equal ones) normalises to 1
+        spread = values.max() - values.min() if len(values) else 0.0
+        return (values - values.min()) / spread if spread > 0 else np.ones_like(values)
+
+    for group, query, cos in zip(groups, picked, cosines):
+        sparse = np.array([lexical[query.query_id].get(d, np.nan) for d in ids])
+        found = ~np.isnan(sparse)
+        bm25 = np.zeros(len(ids))  # a passage BM25 does not retrieve gets its floor, 0
+        bm25[found] = minmax(sparse[found])
+        fused = weight * bm25 + (1 - weight) * minmax(cos)
+        order = sorted(range(len(ids)), key=lambda i: (-round(fused[i], 6), ids[i]))[:5]
+        assert [group.positive, *group.negatives] == [" ".join(texts[i].split()) for i in order]
+        np.testing.assert_allclose(group.teacher, fused[order], atol=2e-5)
+
+
+@pytest.mark.data
 def test_anchor_groups_enter_only_the_teacher_term(
     spec: AnchorData, small_corpus: Path, data_root: Path, tmp_path: Path
 ) -> None:
@@ -113,6 +152,10 @@ def test_anchor_groups_enter_only_the_teacher_term(
     assert not {"anchor_queries", "anchor_corpus", "anchor_depth", "cache"} & set(
         plain.training_fields()
     )
+    # so does a run with bi-encoder-scored anchors; a fused teacher keys its own
+    assert "anchor_bm25_weight" not in config.training_fields()
+    fused = dataclasses.replace(config, anchor_bm25_weight=0.5)
+    assert fused.training_fields()["anchor_bm25_weight"] == 0.5
     assert "cache" not in config.training_fields()
 
     net, tokenizer, _ = initial_net(config, groups)
@@ -139,6 +182,13 @@ def test_anchor_groups_enter_only_the_teacher_term(
 
 
 def test_anchor_settings_are_checked(tmp_path: Path) -> None:
-    for bad in ({"anchor_queries": -1}, {"anchor_depth": 1}, {"anchor_corpus": ""}):
+    bad_settings = (
+        {"anchor_queries": -1},
+        {"anchor_depth": 1},
+        {"anchor_corpus": ""},
+        {"anchor_bm25_weight": 1.5},
+        {"anchor_bm25_weight": "0.5"},
+    )
+    for bad in bad_settings:
         with pytest.raises(ValueError, match="anchor"):
             RankerTrainConfig(output=tmp_path, **bad)

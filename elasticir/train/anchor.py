@@ -10,6 +10,14 @@ cosines. They enter only the teacher (distillation) term of the loss: the group'
 is the bi-encoder's top hit, not a judged positive, so the listwise and pointwise label terms
 skip it.
 
+With ``bm25_weight > 0`` the teacher is a *fused first stage* instead: each query's top
+``FUSION_DEPTH`` passages by the bi-encoder and by BM25 (a Lucene index of the corpus, built
+once into ``cache/bm25``) are fused by min-max score interpolation
+(:func:`elasticir.retrieve.fusion.interpolate`, ``bm25_weight * bm25 + (1 - bm25_weight) *
+cosine``), and the group is the fused top ``depth`` with the fused scores as teacher. The
+ranker then sees the lexical evidence the bi-encoder misses; it is the same pair of first
+stages the benchmark reranks, so no other model is involved.
+
 Only passage texts of the corpus are read (as ``elasticir train denser`` and ``train
 projection --corpus`` do), never its queries or judgements. The sampled query ids are recorded
 in the model's training record, so a benchmark can calibrate on other queries.
@@ -23,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANCHOR_SOURCE", "AnchorData", "anchor_groups"]
+__all__ = ["ANCHOR_SOURCE", "FUSION_DEPTH", "AnchorData", "anchor_groups"]
 
 ANCHOR_SOURCE = "msmarco-dev-anchor"
 _TOPICS = "msmarco-dev-subset"
+FUSION_DEPTH = 1000  # per first stage, as in the fusion module's default
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class AnchorData:
     base_model: str | None
     data_root: Path
     cache: Path
+    bm25_weight: float = 0.0  # > 0: teacher = min-max fusion of BM25 and the bi-encoder
 
 
 def anchor_groups(
@@ -85,13 +95,22 @@ def anchor_groups(
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     queries = teacher.encode_queries([q.text for q in picked])
-    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), spec.depth)
-    needed = {ids[int(r)] for rr in rows for r in rr}
+    depth = min(len(ids), FUSION_DEPTH) if spec.bm25_weight > 0 else spec.depth
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+    ranking = {
+        q.query_id: [(ids[int(r)], float(s)) for s, r in zip(ss, rr)]
+        for q, ss, rr in zip(picked, scores, rows)
+    }
+    record: dict[str, Any] = {}
+    if spec.bm25_weight > 0:
+        ranking, record["bm25"] = _fuse(spec, corpus_path, picked, ranking, threads)
+    needed = {d for pairs in ranking.values() for d, _ in pairs}
     texts = {d: _clean(p.encoder_text()) for d, p in load_passages(corpus_path, needed).items()}
     groups = []
-    for query, ss, rr in zip(picked, scores, rows):
-        docs = [texts[ids[int(r)]] for r in rr]
-        teacher_scores = tuple(round(float(s), 5) for s in ss)
+    for query in picked:
+        pairs = ranking[query.query_id]
+        docs = [texts[d] for d, _ in pairs]
+        teacher_scores = tuple(round(s, 5) for _, s in pairs)
         groups.append(
             RankingGroup(
                 ANCHOR_SOURCE,
@@ -103,12 +122,49 @@ def anchor_groups(
             )
         )
     record = {
+        **record,
         "topics": str(topics.queries),
         "corpus": str(corpus_path),
         "corpus_store": key,
         "teacher": teacher.fingerprint,
         "queries": len(groups),
         "depth": spec.depth,
+        "teacher_scores": "bm25+biencoder fusion" if spec.bm25_weight > 0 else "biencoder",
         "query_ids": [q.query_id for q in picked],
     }
     return groups, record
+
+
+def _fuse(
+    spec: AnchorData,
+    corpus_path: Path,
+    picked: list[Any],
+    dense: dict[str, list[tuple[str, float]]],
+    threads: int | None,
+) -> tuple[dict[str, list[tuple[str, float]]], dict[str, Any]]:
+    """Each query's fused top ``spec.depth`` (BM25 top ``FUSION_DEPTH`` with the dense one,
+    min-max interpolated) and a record of the BM25 index used."""
+    from elasticir.retrieve.bm25 import META_FILE, BM25Searcher, build_bm25_index
+    from elasticir.retrieve.fusion import interpolate, ranked
+    from elasticir.train.denser import _digest
+    from elasticir.train.projection import file_sha256
+
+    key = _digest({"path": str(corpus_path.resolve()), "file": file_sha256(corpus_path)})
+    index_dir = spec.cache / "bm25" / key
+    if not (index_dir / META_FILE).is_file():  # built once; a killed build is replaced
+        build_bm25_index(corpus_path, index_dir, threads=threads or 1, progress=False)
+    with BM25Searcher(index_dir) as searcher:
+        sparse = searcher.search(picked, k=FUSION_DEPTH, threads=threads or 1)
+    fused = interpolate(
+        sparse,
+        {qid: dict(pairs) for qid, pairs in dense.items()},
+        alpha=spec.bm25_weight,
+        normalization="minmax",
+        depth=FUSION_DEPTH,
+    )
+    short = [q.query_id for q in picked if len(fused[q.query_id]) < spec.depth]
+    if short:
+        raise ValueError(f"anchor_depth={spec.depth}: query {short[0]!r} has fewer fused passages")
+    ranking = {q.query_id: ranked(fused[q.query_id], spec.depth) for q in picked}
+    record = {"index": key, "weight": spec.bm25_weight, "k1": searcher.k1, "b": searcher.b}
+    return ranking, record

@@ -40,6 +40,7 @@ from elasticir.train.config import TrainConfigFile, check_int
 __all__ = [
     "ProjectionTrainConfig",
     "corpus_file",
+    "file_sha256",
     "fit_projection",
     "teacher_corpus_store",
     "train_projection",
@@ -204,24 +205,29 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
     return {"passages": torch.from_numpy(passages), "candidates": candidates, "counts": counts}
 
 
-def teacher_corpus_store(teacher: Any, path: Path, cache: Path, progress: bool) -> tuple[str, Path]:
-    """``(key, store directory)`` of corpus file ``path`` encoded by ``teacher`` (an
-    ElasticDenser at full compute) under ``cache/corpora`` (resumable, encoded once)."""
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     import hashlib
-
-    from elasticir.index.store import encode_corpus
-    from elasticir.train.denser import _digest
 
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def teacher_corpus_store(teacher: Any, path: Path, cache: Path, progress: bool) -> tuple[str, Path]:
+    """``(key, store directory)`` of corpus file ``path`` encoded by ``teacher`` (an
+    ElasticDenser at full compute) under ``cache/corpora`` (resumable, encoded once)."""
+    from elasticir.index.store import encode_corpus
+    from elasticir.train.denser import _digest
+
     key = _digest(  # the store's meta names the file's path: a moved copy gets its own
         {
             "teacher": teacher.fingerprint,
             "max_length": teacher.passage_max_length,
             "path": str(Path(path).resolve()),
-            "file": digest.hexdigest(),
+            "file": file_sha256(path),
         }
     )
     store = cache / "corpora" / key

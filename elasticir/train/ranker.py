@@ -24,7 +24,10 @@ With ``anchor_queries > 0``, :mod:`elasticir.train.anchor` adds that many *unlab
 (source ``msmarco-dev-anchor``): MS MARCO dev queries over ``anchor_corpus``'s passages, the
 base bi-encoder's top ``anchor_depth`` with its cosines as teacher scores. They enter only the
 teacher term (their first passage is not a judged positive), and keep a ranker that starts as
-the bi-encoder (``head="pooled"``) near it where the labelled sources say nothing.
+the bi-encoder (``head="pooled"``) near it where the labelled sources say nothing. With
+``anchor_bm25_weight > 0`` their passages and teacher scores come from the min-max fusion of
+BM25 and the bi-encoder instead (a fused first stage), so the ranker is also taught lexical
+evidence.
 
 Every step draws ``batch_size`` groups (seeded per-epoch shuffles) and, for each, the positive
 and ``group_size - 1`` negatives (seeded per step); a group with too few negatives of its own is
@@ -210,6 +213,7 @@ class RankerTrainConfig(TrainConfigFile):
     anchor_queries: int = 0
     anchor_corpus: str = "msmarco-dl19"
     anchor_depth: int = 32
+    anchor_bm25_weight: float = 0.0
     cache: Path | None = None
     checkpoint_every: int = 100
     threads: int | None = None
@@ -233,6 +237,8 @@ class RankerTrainConfig(TrainConfigFile):
         if not self.anchor_queries:  # and runs without anchors the keys they had before them
             for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
                 values.pop(name)
+        if not self.anchor_bm25_weight:  # as do bi-encoder-scored anchors
+            values.pop("anchor_bm25_weight")
         return values
 
     def __post_init__(self) -> None:
@@ -262,6 +268,9 @@ class RankerTrainConfig(TrainConfigFile):
         check_int("exit_holdout", self.exit_holdout, 0)
         check_int("anchor_queries", self.anchor_queries, 0)
         check_int("anchor_depth", self.anchor_depth, 2)
+        weight = self.anchor_bm25_weight
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
+            raise ValueError(f"anchor_bm25_weight must be in [0, 1], got {weight!r}")
         if not isinstance(self.anchor_corpus, str) or not self.anchor_corpus:
             raise ValueError(
                 f"anchor_corpus must name a dataset or corpus file, got {self.anchor_corpus!r}"
@@ -519,6 +528,7 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
             base_model=config.base_model,
             data_root=root,
             cache=config.cache if config.cache is not None else default_cache(),
+            bm25_weight=float(config.anchor_bm25_weight),
         )
         mined, anchor = anchor_groups(spec, banned, progress=progress, threads=config.threads)
         counts[ANCHOR_SOURCE] = {
