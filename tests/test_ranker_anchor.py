@@ -95,6 +95,7 @@ def test_fused_anchor_groups_are_the_minmax_fusion_of_bm25_and_the_bi_encoder(
     # the same queries as the bi-encoder-scored anchors: only the scoring differs
     plain, plain_record = anchor_groups(spec, banned=set(), progress=False)
     assert record["query_ids"] == plain_record["query_ids"] and groups != plain
+    assert plain_record["bm25"] is None and plain_record["teacher_scores"] == "biencoder"
     topics = {
         q.query_id: q
         for q in read_topics(data_root / "topics" / ("topics.msmarco-passage.dev-subset.txt"))

@@ -61,9 +61,9 @@ def anchor_groups(
     threads: int | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """``(groups, record)``: one :class:`~elasticir.train.ranker.RankingGroup` per sampled
-    query (``labelled=False``, teacher scores = bi-encoder cosines rounded to 1e-5, which
-    makes a rerun on another thread count less likely to key differently; it cannot rule it
-    out), and what was used (query ids included).
+    query (``labelled=False``; teacher scores = bi-encoder cosines, or with ``bm25_weight > 0``
+    the fused scores, rounded to 1e-5, which makes a rerun on another thread count less likely
+    to key differently; it cannot rule it out), and what was used (query ids included).
     Queries whose normalised text is in ``banned`` (the evaluation questions) are never drawn.
     """
     import faiss
@@ -103,9 +103,9 @@ def anchor_groups(
         q.query_id: [(ids[int(r)], float(s)) for s, r in zip(ss, rr)]
         for q, ss, rr in zip(picked, scores, rows)
     }
-    record: dict[str, Any] = {}
+    bm25 = None
     if spec.bm25_weight > 0:
-        ranking, record["bm25"] = _fuse(spec, corpus_path, picked, ranking, threads)
+        ranking, bm25 = _fuse(spec, corpus_path, picked, ranking, threads)
     needed = {d for pairs in ranking.values() for d, _ in pairs}
     texts = {d: _clean(p.encoder_text()) for d, p in load_passages(corpus_path, needed).items()}
     groups = []
@@ -124,14 +124,14 @@ def anchor_groups(
             )
         )
     record = {
-        **record,
         "topics": str(topics.queries),
         "corpus": str(corpus_path),
         "corpus_store": key,
         "teacher": teacher.fingerprint,
         "queries": len(groups),
         "depth": spec.depth,
-        "teacher_scores": "bm25+biencoder fusion" if spec.bm25_weight > 0 else "biencoder",
+        "teacher_scores": "bm25+biencoder fusion" if bm25 else "biencoder",
+        "bm25": bm25,  # the BM25 index and weight of a fused teacher
         "query_ids": [q.query_id for q in picked],
     }
     return groups, record
@@ -166,7 +166,10 @@ def _fuse(
     )
     short = [q.query_id for q in picked if len(fused[q.query_id]) < spec.depth]
     if short:
-        raise ValueError(f"anchor_depth={spec.depth}: query {short[0]!r} has fewer fused passages")
+        raise ValueError(
+            f"anchor_depth={spec.depth}, but query {short[0]!r} has only "
+            f"{len(fused[short[0]])} fused passages (at most {FUSION_DEPTH})"
+        )
     ranking = {q.query_id: ranked(fused[q.query_id], spec.depth) for q in picked}
     record = {"index": key, "weight": spec.bm25_weight, "k1": searcher.k1, "b": searcher.b}
     return ranking, record
