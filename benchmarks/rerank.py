@@ -1,6 +1,8 @@
 """Reranking benchmark: ElasticRanker (levels, calibrated early exit) and DiPair, measured.
 
     python benchmarks/rerank.py --ranker models/ranker --dipair models/dipair [--dipair ...]
+    python benchmarks/rerank.py ... --levels full --no-policies   # DiPair against the full
+                                                                  # ranker only (~4x quicker)
 
 Needs a trained ElasticRanker (``elasticir train ranker``) and DiPair head (``elasticir train
 dipair``); the dense stores of ``benchmarks/foundation.py`` (indexes/bench/, built on first
@@ -40,7 +42,7 @@ from elasticir.data import get_dataset, load_passages, read_qrels, read_run  # n
 from elasticir.data.records import Query  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
-from elasticir.encoders.levels import Level  # noqa: E402
+from elasticir.encoders.levels import FULL, Level  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
@@ -84,6 +86,18 @@ def main() -> None:
         help="Each scorer's timing in a round repeats its passes until this long has gone",
     )
     parser.add_argument(
+        "--levels",
+        default=None,
+        help="Comma-separated ElasticRanker levels to report (default: its whole menu; full is "
+        "always included, the reference of every ratio)",
+    )
+    parser.add_argument(
+        "--no-policies",
+        action="store_true",
+        help="Skip calibration and the early-exit policy rows (their target is then reported "
+        "as not measured)",
+    )
+    parser.add_argument(
         "--limit", type=int, default=None, help="Evaluate on the first N queries (smoke test)"
     )
     parser.add_argument(
@@ -97,6 +111,10 @@ def main() -> None:
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
     base = ElasticDenser()
     ranker = ElasticRanker(args.ranker)
+    levels = list(ranker.levels)
+    if args.levels is not None:
+        asked = [ranker.check_level(name.strip()) for name in args.levels.split(",")]
+        levels = list(dict.fromkeys([ranker.check_level(FULL), *asked]))
     dipair = {f"DiPair ({Path(path).name})": DiPair.load(path) for path in args.dipair}
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["models"] = {"ranker": args.ranker, "dipair": args.dipair}
@@ -109,7 +127,8 @@ def main() -> None:
         nq_queries = nq_queries[: args.nq_queries]
     report["setup"] = {
         "queries": {"dl19": len(dl_queries), "nq+dl19": len(nq_queries)},
-        "calibration_queries": args.calibration_queries,
+        "calibration_queries": None if args.no_policies else args.calibration_queries,
+        "levels": [str(lv) for lv in levels],
         "calibration_excluded": len(_trained_query_ids(ranker)),
         "delta": args.delta,
         "epsilon": args.epsilon,
@@ -140,15 +159,17 @@ def main() -> None:
         ),
     }
 
-    log("calibration on queries that are never reported")
-    calibrations = {
-        "dl19": _calibrate(
-            ranker, base, vectors["dl19"], passages["dl19"], "msmarco-dev-subset", args
-        ),
-        "nq+dl19": _calibrate(
-            ranker, base, vectors["nq+dl19"], passages["nq+dl19"], "dpr-nq-dev", args
-        ),
-    }
+    calibrations: dict = {"dl19": {}, "nq+dl19": {}}
+    if not args.no_policies:
+        log("calibration on queries that are never reported")
+        calibrations = {
+            "dl19": _calibrate(
+                ranker, base, vectors["dl19"], passages["dl19"], "msmarco-dev-subset", args
+            ),
+            "nq+dl19": _calibrate(
+                ranker, base, vectors["nq+dl19"], passages["nq+dl19"], "dpr-nq-dev", args
+            ),
+        }
     report["calibration"] = {
         name: {family: c.to_dict() for family, c in cal.items()}
         for name, cal in calibrations.items()
@@ -170,7 +191,9 @@ def main() -> None:
             )
         speedups: dict[str, float] = {}
         rows.update(
-            _ranker_runs(ranker, first, queries, passages[corpus], calibrations[corpus], speedups)
+            _ranker_runs(
+                ranker, levels, first, queries, passages[corpus], calibrations[corpus], speedups
+            )
         )
         metric = (
             (lambda run: evaluate(run, qrels, DL_MEASURES))
@@ -195,7 +218,9 @@ def main() -> None:
     report["quality"] = tables
 
     log("speed: pairs/s, interleaved rounds")
-    report["speed"] = _speed(ranker, base, dipair, calibrations["dl19"], firsts, passages, args)
+    report["speed"] = _speed(
+        ranker, levels, base, dipair, calibrations["dl19"], firsts, passages, args
+    )
     report["targets"] = targets(report)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,8 +289,8 @@ def _trained_query_ids(ranker) -> set[str]:
     return set(anchor.get("query_ids", ()))
 
 
-def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> dict:
-    """The ElasticRanker's run at every level and under every calibrated policy, from one
+def _ranker_runs(ranker, levels, first, queries, passages, calibrations, speedups) -> dict:
+    """The ElasticRanker's run at each of ``levels`` and under every calibrated policy, from one
     :meth:`~ElasticRanker.layer_records` pass per width: a level's scores are its deepest
     exit's, a policy's are :func:`simulate`'d on the recorded exits (the same decisions as its
     real early exit: tests/test_ranker.py checks that running the policy gives the simulated
@@ -279,7 +304,7 @@ def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> di
     asked = {q.query_id: q.text for q in queries}
     q_texts = [asked[qid] for qid, _ in pairs]
     p_texts = [texts[doc] for _, doc in pairs]
-    widths = sorted({ranker.check_level(lv).width for lv in ranker.levels}, reverse=True)
+    widths = sorted({ranker.check_level(lv).width for lv in levels}, reverse=True)
     records = {}
     for width in widths:
         log(f"  layer records at width {width}% ({len(pairs)} pairs)")
@@ -293,7 +318,7 @@ def _ranker_runs(ranker, first, queries, passages, calibrations, speedups) -> di
         return run
 
     rows = {}
-    for level in ranker.levels:
+    for level in levels:
         width = ranker.check_level(level).width
         rows[f"ElasticRanker {level}"] = as_run(simulate(FixedLevel(level), records[width])[1])
     full = records[100]
@@ -319,10 +344,10 @@ def _other_scorers(base, dipair, corpus) -> dict:
     return scorers
 
 
-def _scorers(ranker, base, dipair, calibrations, corpus) -> dict:
+def _scorers(ranker, levels, base, dipair, calibrations, corpus) -> dict:
     """Every reranker as a scorer (for the speed rounds, which run each for real)."""
     scorers = _other_scorers(base, dipair, corpus)
-    for level in ranker.levels:
+    for level in levels:
         scorers[f"ElasticRanker {level}"] = RankerScorer(ranker, level)
     for family, calibration in calibrations.items():
         scorers[f"ElasticRanker policy {family} ({calibration.policy.spec})"] = RankerScorer(
@@ -349,7 +374,7 @@ def _drop(run: dict, full: dict, qrels: dict) -> float:
     return round(a - b, 4)
 
 
-def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
+def _speed(ranker, levels, base, dipair, calibrations, firsts, passages, args) -> dict:
     """pairs/s of each reranker on the same ``--speed-queries`` queries x depth candidates
     (DL19 BM25), every scorer run for real (early exit included). In each round every scorer
     (in a shuffled order) scores the queries' candidates, passes repeated until at least
@@ -359,7 +384,7 @@ def _speed(ranker, base, dipair, calibrations, firsts, passages, args) -> dict:
     queries = {q.query_id: q.text for q in read_topics(get_dataset("msmarco-dl19").queries)}
     chosen = [q for q in first if q in queries][: args.speed_queries]
     work = [(queries[q], [passages["dl19"][d] for d in first[q]]) for q in chosen]
-    scorers = _scorers(ranker, base, dipair, calibrations, "dl19")
+    scorers = _scorers(ranker, levels, base, dipair, calibrations, "dl19")
     pairs = sum(len(docs) for _, docs in work)
     rates: dict[str, list[float]] = {label: [] for label in scorers}
     for round_ in range(args.speed_rounds):
@@ -433,8 +458,8 @@ def targets(report: dict) -> list[dict]:
         {
             "target": f"a calibrated policy >= 1.5x full pairs/s, measured drop within delta "
             f"({delta}) on queries not used for calibration",
-            "result": "; ".join(results),
-            "met": met,
+            "result": "; ".join(results) or "not measured in this run (--no-policies)",
+            "met": met if policies else None,
         }
     )
     for label in [label for label in speed if label.startswith("DiPair")]:
@@ -450,8 +475,9 @@ def targets(report: dict) -> list[dict]:
         for name in dl:
             first = quality[name]["first stage"]["nDCG@10"]
             gain = (quality[name][label]["nDCG@10"] - first) * 100
+            share = f" ({gain / (gains[name] * 100):.1%} of it)" if gains[name] > 0 else ""
             cells.append(
-                f"{name}: {gain:+.2f} points vs the cross-encoder's {gains[name] * 100:+.2f}"
+                f"{name}: {gain:+.2f} points vs the cross-encoder's {gains[name] * 100:+.2f}{share}"
             )
             kept.append(gain >= 0.9 * gains[name] * 100)
         out.append(
@@ -473,13 +499,20 @@ def render(report: dict) -> str:
     setup = report.get("setup", {})
     if setup:
         lines += [
-            f"Evaluated queries: {setup['queries']}; calibration: {setup['calibration_queries']} "
-            f"queries per corpus, delta={setup['delta']}, epsilon={setup['epsilon']} "
-            "(consistency loss: 1 - nDCG@10 against the full ranker's top 10)"
+            f"Evaluated queries: {setup['queries']}; "
+            + (
+                "no calibration or early-exit policies in this run (--no-policies)."
+                if setup.get("calibration_queries") is None
+                else f"calibration: {setup['calibration_queries']} queries per corpus, "
+                f"delta={setup['delta']}, epsilon={setup['epsilon']} "
+                "(consistency loss: 1 - nDCG@10 against the full ranker's top 10)"
+            )
             + (
                 f"; the {setup['calibration_excluded']} MS MARCO dev queries the ranker was "
                 "trained on (its anchor groups) are never calibration queries."
-                if setup.get("calibration_excluded")
+                if setup.get("calibration_excluded") and setup.get("calibration_queries")
+                else ""
+                if setup.get("calibration_queries") is None
                 else "."
             ),
             "",
@@ -487,7 +520,7 @@ def render(report: dict) -> str:
     if report.get("targets"):
         lines += ["## Targets", "", "| target | result | met |", "|---|---|---|"]
         for row in report["targets"]:
-            met = "yes" if row["met"] else "**no**"
+            met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
             lines.append(f"| {row['target']} | {row['result']} | {met} |")
         lines.append("")
     extra = ("drop", "speedup", "risk")
@@ -512,6 +545,8 @@ def render(report: dict) -> str:
             )
         lines.append("")
     for corpus, families in report.get("calibration", {}).items():
+        if not families:  # a --no-policies run
+            continue
         lines += [
             f"## Calibration on {corpus} (queries never reported)",
             "",

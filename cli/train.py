@@ -213,6 +213,18 @@ def projection(
     typer.echo(f"projections: {path}")
 
 
+# options that `train dipair` and `train ranker` share
+ANCHOR_CORPUS = typer.Option(
+    None, help="Dataset name or corpus file the anchor queries search (msmarco-dl19)"
+)
+ANCHOR_BM25_WEIGHT = typer.Option(
+    None,
+    help="Take the anchor groups from a fused first stage instead: this weight on BM25's "
+    "min-max normalised scores, the rest on the bi-encoder's; a ranker is also taught the "
+    "fused scores (0: bi-encoder only, the default; needs the bm25 extra)",
+)
+
+
 @app.command("dipair")
 @reports_errors
 def dipair(
@@ -255,6 +267,20 @@ def dipair(
         help="Add the bi-encoder's own similarity to the head's score, so the head learns a "
         "correction to it (default: yes; --no-residual trains the plain DiPair head)",
     ),
+    anchor_queries: int = typer.Option(
+        None,
+        help="Unlabelled MS MARCO dev queries (a seeded sample of topics/, never their qrels) "
+        "whose top passages in --anchor-corpus become teacher-only groups: with --teacher, "
+        "the head learns the ranker on MS MARCO-like candidate lists (0: none, the default)",
+    ),
+    anchor_corpus: str = ANCHOR_CORPUS,
+    anchor_depth: int = typer.Option(None, help="Passages per anchor group (32)"),
+    anchor_bm25_weight: float = ANCHOR_BM25_WEIGHT,
+    anchor_cache: Path = typer.Option(
+        None,
+        help="Folder for the anchor corpus's bi-encoder vectors and BM25 index (default: "
+        "$ELASTICIR_CACHE or ~/.cache/elasticir)",
+    ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
@@ -284,6 +310,11 @@ def dipair(
         "layers": layers,
         "heads": heads,
         "residual": residual,
+        "anchor_queries": anchor_queries,
+        "anchor_corpus": anchor_corpus,
+        "anchor_depth": anchor_depth,
+        "anchor_bm25_weight": anchor_bm25_weight,
+        "anchor_cache": anchor_cache,
         "seed": seed,
         "threads": threads,
         "device": device,
@@ -345,15 +376,8 @@ def ranker(
         "whose top passages in --anchor-corpus, scored by the base bi-encoder, are added as "
         "teacher-only groups that hold the ranker near the bi-encoder (0: none, the default)",
     ),
-    anchor_corpus: str = typer.Option(
-        None, help="Dataset name or corpus file the anchor queries search (msmarco-dl19)"
-    ),
-    anchor_bm25_weight: float = typer.Option(
-        None,
-        help="Score the anchor groups by a fused first stage instead: this weight on BM25's "
-        "min-max normalised scores, the rest on the bi-encoder's (0: bi-encoder only, the "
-        "default; needs the bm25 extra)",
-    ),
+    anchor_corpus: str = ANCHOR_CORPUS,
+    anchor_bm25_weight: float = ANCHOR_BM25_WEIGHT,
     cache: Path = typer.Option(
         None,
         help="Folder for the anchor corpus's bi-encoder vectors and BM25 index (default: "

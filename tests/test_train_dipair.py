@@ -395,3 +395,81 @@ def test_a_residual_head_trains_through_both_stages(tiny: DiPairTrainConfig) -> 
     with torch.no_grad():
         end = data.losses(model.head.eval(), batch, model.encoder.model)
     assert end["total"] < cached["total"], (cached, end)
+
+
+def test_anchor_groups_teach_only_through_the_teacher_term(
+    tiny: DiPairTrainConfig, tmp_path: Path, data_root: Path
+) -> None:
+    """Unlabelled anchor groups (MS MARCO dev queries over a 60-passage slice of the DL19
+    pool): scored by the teacher, never in the CE term; the labelled groups' teacher scores
+    are reused from the cache, and runs without anchors keep their keys."""
+    from elasticir.train.anchor import ANCHOR_SOURCE, AnchorData, anchor_groups
+    from elasticir.train.dipair import _select_groups
+
+    lines = (data_root / "msmarco-dl19" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    corpus = tmp_path / "pool.jsonl"
+    corpus.write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+    anchored = dataclasses.replace(
+        tiny,
+        cache=tmp_path / "cache",
+        anchor_queries=3,
+        anchor_corpus=str(corpus),
+        anchor_depth=5,
+        anchor_cache=tmp_path / "anchor-cache",
+    )
+    assert "anchor_queries" not in tiny.training_fields()  # keys of runs without anchors
+    assert anchored.training_fields()["anchor_queries"] == 3
+    assert "anchor_bm25_weight" not in anchored.training_fields()
+
+    groups, stats = _select_groups(anchored, data_root)
+    anchors = [g for g in groups if not g.labelled]
+    assert [g for g in groups if g.labelled] == _select_groups(tiny, data_root)[0]
+    mined, record = anchor_groups(
+        AnchorData(3, str(corpus), 5, tiny.seed, None, data_root, tmp_path / "anchor-cache"),
+        banned=set(),
+        progress=False,
+    )
+    assert stats["anchor"]["query_ids"] == record["query_ids"]
+    assert stats["sources"][ANCHOR_SOURCE] == {"groups": 3, "labelled": False}
+    for group, expected in zip(anchors, mined, strict=True):
+        assert group.source == ANCHOR_SOURCE and set(group.labels) == {0}
+        assert group.passages == (expected.positive, *expected.negatives)
+
+    # the labelled groups' teacher scores come from the cache: only anchors are scored anew
+    unanchored = dataclasses.replace(tiny, cache=tmp_path / "cache")
+    prepare_dipair_data(unanchored, progress=False, teacher=OverlapTeacher())
+    teacher = OverlapTeacher()
+    data = prepare_dipair_data(anchored, progress=False, teacher=teacher)
+    assert teacher.calls == 3
+    assert data.stats["teacher"]["teacher"] == 16 + 3
+    assert len(data.group_queries) == 19 and (data.group_positives[16:] == 0).all()
+
+    # a step's anchor group has no positive slot; CE is the mean over labelled groups only
+    head = initial_dipair(anchored).head
+    head.eval()
+    mixed = None
+    for step in range(1, 12):
+        batch = data.batch(1, step)
+        if batch.labelled is not None and batch.labelled.any():
+            mixed = batch
+            break
+    assert mixed is not None, "no step mixed labelled and anchor groups"
+    anchor_slot = int(np.nonzero(~mixed.labelled)[0][0])
+    assert mixed.mask[anchor_slot].sum() == 4  # group_size passages of its 5, none a positive
+    assert not np.isnan(mixed.teacher[anchor_slot, :4]).any()
+    with torch.no_grad():
+        losses = data.losses(head, mixed)
+        log_p = torch.log_softmax(data.scores(head, mixed), dim=-1)
+    expected_ce = -log_p[torch.from_numpy(mixed.labelled), 0].mean()
+    torch.testing.assert_close(losses["ce"], expected_ce)
+    only_anchors = dataclasses.replace(
+        mixed,
+        query_rows=mixed.query_rows[~mixed.labelled],
+        passage_rows=mixed.passage_rows[~mixed.labelled],
+        teacher=mixed.teacher[~mixed.labelled],
+        labelled=mixed.labelled[~mixed.labelled],
+    )
+    with torch.no_grad():
+        losses = data.losses(head, only_anchors)
+    assert float(losses["ce"]) == 0.0 and float(losses["kl"]) > 0.0
+    torch.testing.assert_close(losses["total"], anchored.kl_weight * losses["kl"])

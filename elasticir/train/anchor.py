@@ -1,4 +1,4 @@
-"""Anchor groups for ranker training: unlabelled queries scored by the base bi-encoder.
+"""Anchor groups for ranker and DiPair training: unlabelled queries scored by the base bi-encoder.
 
 ElasticRanker's labelled data is small and mostly WikiQA/TrecQA; trained on it alone, a ranker
 that starts as the bi-encoder (the pooled head) drifts away from MS MARCO relevance. Anchor
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANCHOR_SOURCE", "FUSION_DEPTH", "AnchorData", "anchor_groups"]
+__all__ = ["ANCHOR_SOURCE", "FUSION_DEPTH", "AnchorData", "anchor_data", "anchor_groups"]
 
 ANCHOR_SOURCE = "msmarco-dev-anchor"
 _TOPICS = "msmarco-dev-subset"
@@ -52,6 +52,24 @@ class AnchorData:
     data_root: Path
     cache: Path
     bm25_weight: float = 0.0  # > 0: teacher = min-max fusion of BM25 and the bi-encoder
+
+
+def anchor_data(config: Any, data_root: Path, cache: Path | None) -> AnchorData:
+    """The :class:`AnchorData` of a training config with ``anchor_queries``,
+    ``anchor_corpus``, ``anchor_depth``, ``anchor_bm25_weight``, ``seed`` and ``base_model``
+    (the ranker's and DiPair's); ``cache`` None means the default cache folder."""
+    from elasticir.train.projection import default_cache
+
+    return AnchorData(
+        queries=config.anchor_queries,
+        corpus=config.anchor_corpus,
+        depth=config.anchor_depth,
+        seed=config.seed,
+        base_model=config.base_model,
+        data_root=data_root,
+        cache=cache if cache is not None else default_cache(),
+        bm25_weight=float(config.anchor_bm25_weight),
+    )
 
 
 def anchor_groups(

@@ -12,6 +12,12 @@ Training material (``<data_root>/train``, never an evaluation set; the files are
 A group whose query equals a DL19 query or an nq-open question is dropped all the same
 (``elasticir.train.data.evaluation_questions``).
 
+With ``anchor_queries > 0``, unlabelled *anchor* groups are added (:mod:`elasticir.train.anchor`:
+MS MARCO dev queries, never their qrels, each with its top passages of a corpus as a first
+stage ranks them). They have no positive: only the KL term reads them, with the ``teacher``'s
+scores (or, without one, the first stage's own), so the head learns the cross-encoder on
+candidate lists like those it reranks, not only on the few labelled training queries.
+
 Each step takes ``batch_size`` groups and, from each, one positive (slot 0) and up to
 ``group_size - 1`` negatives, drawn from generators seeded by ``(seed, stage, step)``. The loss
 is ``ce_weight * CE + kl_weight * KL``:
@@ -137,7 +143,13 @@ class DiPairTrainConfig(TrainConfigFile):
     encoder with gradients) at ``stage2_lr`` (head) and ``encoder_lr`` (encoder); each stage
     warms up linearly over ``warmup`` of its steps, then decays linearly. ``teacher_scores``
     is a file of teacher scores: JSON lines ``{"query", "passage", "score"}``, or a TREC run
-    over the ids that :func:`export_teacher_inputs` writes.
+    over the ids that :func:`export_teacher_inputs` writes. ``anchor_queries > 0`` adds that
+    many unlabelled groups of MS MARCO dev queries over ``anchor_corpus`` (the anchor groups of
+    :mod:`elasticir.train.anchor`: the base bi-encoder's top ``anchor_depth`` passages, or with
+    ``anchor_bm25_weight > 0`` a fused first stage's; its vectors and BM25 index are cached in
+    ``anchor_cache``). They enter only the KL term, so they are worth training on only with a
+    ``teacher`` that scores them: the head then learns the teacher on MS MARCO-like candidate
+    lists, not only on the labelled files.
     """
 
     output: Path
@@ -173,6 +185,11 @@ class DiPairTrainConfig(TrainConfigFile):
     kl_weight: float = 1.0
     teacher_temperature: float = 1.0
     teacher_scores: Path | None = None
+    anchor_queries: int = 0
+    anchor_corpus: str = "msmarco-dl19"
+    anchor_depth: int = 32
+    anchor_bm25_weight: float = 0.0
+    anchor_cache: Path | None = None
     checkpoint_every: int = 100
     threads: int | None = None
     device: str | None = None
@@ -187,13 +204,14 @@ class DiPairTrainConfig(TrainConfigFile):
         "cache",
         "device",
         "teacher_scores",  # its scores are part of the training key, not its path
+        "anchor_cache",  # where the anchor corpus's vectors are cached
     )
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        self._settle_paths("data_root", "cache", "teacher_scores")
+        self._settle_paths("data_root", "cache", "teacher_scores", "anchor_cache")
         if self.sources is not None:
             put("sources", check_names("sources", self.sources, tuple(SOURCES)))
         for name in ("batch_size", "checkpoint_every", "max_passages"):
@@ -222,6 +240,15 @@ class DiPairTrainConfig(TrainConfigFile):
             raise ValueError("ce_weight and kl_weight are both 0: the loss would be empty")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        check_int("anchor_queries", self.anchor_queries, 0)
+        check_int("anchor_depth", self.anchor_depth, 2)
+        weight = self.anchor_bm25_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise ValueError(f"anchor_bm25_weight must be in [0, 1], got {weight!r}")
+        if not isinstance(self.anchor_corpus, str) or not self.anchor_corpus:
+            raise ValueError(
+                f"anchor_corpus must name a dataset or corpus file, got {self.anchor_corpus!r}"
+            )
         self.model_config()  # the model shape is checked by DiPairConfig
 
     # -- derived -----------------------------------------------------------------------------
@@ -229,6 +256,11 @@ class DiPairTrainConfig(TrainConfigFile):
         values = super().training_fields()
         if not values["residual"]:
             del values["residual"]  # the keys of plain runs made before it existed stay valid
+        if not self.anchor_queries:  # nor do runs without anchors change their keys
+            for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
+                del values[name]
+        if not self.anchor_bm25_weight:
+            del values["anchor_bm25_weight"]
         return values
 
     def model_config(self) -> DiPairConfig:
@@ -264,13 +296,15 @@ class DiPairTrainConfig(TrainConfigFile):
 @dataclass(frozen=True)
 class TrainingGroup:
     """One query with labelled passages (1 = positive) and, when the source has them, the
-    source teacher's scores (same order)."""
+    source teacher's scores (same order). An unlabelled group (``labelled=False``, the anchor
+    groups; every label 0) enters only the teacher term."""
 
     source: str
     query: str
     passages: tuple[str, ...]
     labels: tuple[int, ...]
     scores: tuple[float, ...] | None = None
+    labelled: bool = True
 
 
 def read_groups(train_dir: str | Path, sources: Sequence[str] | None = None) -> list[TrainingGroup]:
@@ -303,10 +337,12 @@ def _clean(group: TrainingGroup) -> TrainingGroup | None:
             seen[text] = i
     keep = list(seen.values())
     labels = tuple(group.labels[i] for i in keep)
-    if not query or 1 not in labels or 0 not in labels:
+    if not query or len(keep) < 2:
+        return None
+    if group.labelled and (1 not in labels or 0 not in labels):
         return None
     scores = None if group.scores is None else tuple(group.scores[i] for i in keep)
-    return TrainingGroup(group.source, query, tuple(seen), labels, scores)
+    return TrainingGroup(group.source, query, tuple(seen), labels, scores, group.labelled)
 
 
 def _scored(path: Path, name: str) -> Iterator[TrainingGroup]:
@@ -358,11 +394,13 @@ def _by_question(
 @dataclass(frozen=True)
 class StepBatch:
     """One step's groups: query rows ``(B,)``, passage rows ``(B, G)`` (-1 = padding, the
-    positive in column 0) and teacher logits ``(B, G)`` (NaN where a group has no teacher)."""
+    positive in column 0 of a labelled group) and teacher logits ``(B, G)`` (NaN where a group
+    has no teacher); ``labelled`` ``(B,)`` says which groups have that positive (None: all)."""
 
     query_rows: np.ndarray
     passage_rows: np.ndarray
     teacher: np.ndarray
+    labelled: np.ndarray | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -379,7 +417,7 @@ class DiPairData:
     passages: list[str]
     group_queries: np.ndarray  # (groups,) row in queries
     group_passages: list[np.ndarray]  # per group: rows in passages, positives first
-    group_positives: np.ndarray  # (groups,) how many of those rows are positives
+    group_positives: np.ndarray  # (groups,) how many of those rows are positives (0: unlabelled)
     group_teacher: list[np.ndarray | None]  # per group: teacher logits aligned with its rows
     query_ids: list[list[int]]
     passage_ids: list[list[int]]
@@ -399,7 +437,8 @@ class DiPairData:
 
     def batch(self, stage: int, step: int) -> StepBatch:
         """The groups of 1-based ``step`` of ``stage``: consecutive slices of seeded per-epoch
-        shuffles; each group's positive and negatives drawn from ``(seed, stage, step)``."""
+        shuffles; each group's positive and negatives drawn from ``(seed, stage, step)`` (an
+        unlabelled group's ``group_size`` passages drawn from all it has)."""
         config = self.config
         n, size = len(self.group_queries), config.stage_batch_size(stage)
         groups = _shuffled_rows(n, size, step, (config.seed, 101, stage), self._orders)
@@ -407,17 +446,25 @@ class DiPairData:
         width = config.group_size
         rows = np.full((size, width), -1, dtype=np.int64)
         teacher = np.full((size, width), np.nan, dtype=np.float32)
+        labelled = np.ones(size, dtype=bool)
         for slot, group in enumerate(groups):
             members, positives = self.group_passages[group], int(self.group_positives[group])
-            chosen = [int(rng.integers(positives))]
-            negatives = len(members) - positives
-            take = min(width - 1, negatives)
-            chosen += (positives + rng.choice(negatives, size=take, replace=False)).tolist()
+            if positives == 0:  # an anchor group: no positive slot
+                labelled[slot] = False
+                take = min(width, len(members))
+                chosen = rng.choice(len(members), size=take, replace=False).tolist()
+            else:
+                chosen = [int(rng.integers(positives))]
+                negatives = len(members) - positives
+                take = min(width - 1, negatives)
+                chosen += (positives + rng.choice(negatives, size=take, replace=False)).tolist()
             rows[slot, : len(chosen)] = members[chosen]
             logits = self.group_teacher[group]
             if logits is not None:
                 teacher[slot, : len(chosen)] = logits[chosen]
-        return StepBatch(self.group_queries[groups], rows, teacher)
+        return StepBatch(
+            self.group_queries[groups], rows, teacher, None if labelled.all() else labelled
+        )
 
     # -- the student's scores ----------------------------------------------------------------
     def scores(
@@ -486,11 +533,18 @@ class DiPairData:
     def losses(
         self, head: DiPairHead, batch: StepBatch, encoder: torch.nn.Module | None = None
     ) -> dict[str, torch.Tensor]:
-        """``{"ce", "kl", "total"}`` of a batch (tensors; ``kl`` is 0 without teachers)."""
+        """``{"ce", "kl", "total"}`` of a batch (tensors; ``kl`` is 0 without teachers, ``ce``
+        0 without labelled groups; each is a mean over the groups it covers)."""
         config = self.config
         scores = self.scores(head, batch, encoder)
         log_p = F.log_softmax(scores, dim=-1)
-        ce = -log_p[:, 0].mean()
+        if batch.labelled is None:
+            ce = -log_p[:, 0].mean()
+        elif batch.labelled.any():
+            rows = torch.from_numpy(np.nonzero(batch.labelled)[0]).to(scores.device)
+            ce = -log_p[rows, 0].mean()
+        else:
+            ce = scores.new_zeros(())
         has_teacher = ~np.isnan(batch.teacher[:, 0])
         if has_teacher.any():
             rows = torch.from_numpy(np.nonzero(has_teacher)[0]).to(scores.device)
@@ -643,7 +697,41 @@ def _select_groups(
         }
     if not selected:
         raise ValueError(f"no training groups found in {root / 'train'}")
-    return selected, {"sources": sources, "eval_overlap_checked": checked}
+    stats: dict[str, Any] = {"sources": sources, "eval_overlap_checked": checked}
+    if config.anchor_queries:
+        anchors, stats["anchor"] = _anchor_groups(config, root, banned)
+        selected.extend(anchors)
+        sources[anchors[0].source] = {"groups": len(anchors), "labelled": False}
+    return selected, stats
+
+
+def _anchor_groups(
+    config: DiPairTrainConfig, root: Path, banned: set[str]
+) -> tuple[list[TrainingGroup], dict[str, Any]]:
+    """The unlabelled anchor groups (:mod:`elasticir.train.anchor`) as training groups, and
+    their record (the query ids included)."""
+    from elasticir.train.anchor import anchor_data, anchor_groups
+
+    spec = anchor_data(config, root, config.anchor_cache)
+    mined, record = anchor_groups(spec, banned, progress=False, threads=config.threads)
+    groups = []
+    for group in mined:
+        passages = (group.positive, *group.negatives)
+        cleaned = _clean(
+            TrainingGroup(
+                group.source,
+                group.query,
+                passages,
+                (0,) * len(passages),
+                group.teacher,
+                labelled=False,
+            )
+        )
+        if cleaned is not None:
+            groups.append(cleaned)
+    if not groups:
+        raise ValueError(f"anchor_queries={config.anchor_queries} gave no usable anchor group")
+    return groups, record
 
 
 def _evaluation_questions(root: Path) -> tuple[set[str], bool]:
@@ -807,7 +895,28 @@ def _call_teacher(
     progress: bool,
 ) -> list[np.ndarray]:
     """The teacher's scores of every group's kept passages; cached on disk when the teacher
-    has a ``fingerprint`` (a deterministic model), else computed on each run."""
+    has a ``fingerprint`` (a deterministic model), else computed on each run. The labelled
+    groups and the unlabelled (anchor) ones are cached apart, so adding anchors to a run reuses
+    the labelled groups' scores."""
+    out: list[np.ndarray | None] = [None] * len(groups)
+    for labelled in (True, False):
+        part = [i for i, g in enumerate(groups) if g.labelled == labelled]
+        if part:
+            scores = _teacher_part(
+                config, teacher, [groups[i] for i in part], [kept[i] for i in part], progress
+            )
+            for i, values in zip(part, scores):
+                out[i] = values
+    return out  # type: ignore[return-value]
+
+
+def _teacher_part(
+    config: DiPairTrainConfig,
+    teacher: Teacher | Any,
+    groups: list[TrainingGroup],
+    kept: list[list[int]],
+    progress: bool,
+) -> list[np.ndarray]:
     from elasticir.data.records import Passage
 
     fingerprint = getattr(teacher, "fingerprint", None)

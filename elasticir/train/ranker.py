@@ -517,19 +517,9 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
             groups.extend(kept)
     anchor = None
     if config.anchor_queries:
-        from elasticir.train.anchor import ANCHOR_SOURCE, AnchorData, anchor_groups
-        from elasticir.train.projection import default_cache
+        from elasticir.train.anchor import ANCHOR_SOURCE, anchor_data, anchor_groups
 
-        spec = AnchorData(
-            queries=config.anchor_queries,
-            corpus=config.anchor_corpus,
-            depth=config.anchor_depth,
-            seed=config.seed,
-            base_model=config.base_model,
-            data_root=root,
-            cache=config.cache if config.cache is not None else default_cache(),
-            bm25_weight=float(config.anchor_bm25_weight),
-        )
+        spec = anchor_data(config, root, config.cache)
         mined, anchor = anchor_groups(spec, banned, progress=progress, threads=config.threads)
         counts[ANCHOR_SOURCE] = {
             "groups": len(mined),
