@@ -473,3 +473,34 @@ def test_anchor_groups_teach_only_through_the_teacher_term(
         losses = data.losses(head, only_anchors)
     assert float(losses["ce"]) == 0.0 and float(losses["kl"]) > 0.0
     torch.testing.assert_close(losses["total"], anchored.kl_weight * losses["kl"])
+
+
+class DyingTeacher(OverlapTeacher):
+    """Killed after five groups: the sixth call raises."""
+
+    def score(self, query: str, passages: list[Passage]) -> list[float]:
+        if self.calls == 5:
+            raise KeyboardInterrupt
+        return super().score(query, passages)
+
+
+def test_a_killed_teacher_scoring_resumes_where_it_stopped(
+    tiny: DiPairTrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import elasticir.train.dipair as module
+
+    monkeypatch.setattr(module, "_PARTIAL_SECONDS", -1.0)  # save after every group
+    config = dataclasses.replace(tiny, cache=tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dipair_data(config, progress=False, teacher=DyingTeacher())
+    folder = tmp_path / "cache" / "dipair" / "teacher"
+    assert [p.name.endswith(".partial.npy") for p in folder.iterdir()] == [True]
+    teacher = OverlapTeacher()
+    resumed = prepare_dipair_data(config, progress=False, teacher=teacher)
+    assert teacher.calls == 16 - 5  # the five scored groups were not asked again
+    assert not list(folder.glob("*.partial.npy")) and len(list(folder.glob("*.npy"))) == 1
+    elsewhere = dataclasses.replace(tiny, cache=tmp_path / "other")
+    straight = prepare_dipair_data(elsewhere, progress=False, teacher=OverlapTeacher())
+    assert resumed.key == straight.key
+    for a, b in zip(resumed.group_teacher, straight.group_teacher, strict=True):
+        np.testing.assert_array_equal(a, b)

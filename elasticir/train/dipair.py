@@ -41,7 +41,8 @@ learning rate. Either stage may have 0 steps.
 What :func:`train_dipair` writes (``<output>`` is the DiPair model directory)::
 
     cache/dipair/<key>/{queries,passages}/   the frozen encoder's token outputs (stage 1)
-    cache/dipair/teacher/<key>.npy           a fingerprinted teacher's scores
+    cache/dipair/teacher/<key>.npy           a fingerprinted teacher's scores (while scoring,
+                                             <key>.partial.npy: a killed run resumes from it)
     checkpoint/state.pt                      head (+ encoder in stage 2), optimizer, scheduler,
                                              stage, step; removed once the model is written
     dipair.safetensors, encoder/ (after stage 2), training-log.jsonl, elasticir.json (last)
@@ -917,11 +918,14 @@ def _teacher_part(
     kept: list[list[int]],
     progress: bool,
 ) -> list[np.ndarray]:
+    """One part's teacher scores (see :func:`_call_teacher`). A fingerprinted teacher's scores
+    so far are saved every ``_PARTIAL_SECONDS`` (``<key>.partial.npy``), so a killed run
+    resumes scoring where it stopped."""
     from elasticir.data.records import Passage
 
     fingerprint = getattr(teacher, "fingerprint", None)
     sizes = [len(m) for m in kept]
-    path = None
+    path = partial = None
     if isinstance(fingerprint, str) and fingerprint:
         digest = hashlib.sha256()
         for group, members in zip(groups, kept):
@@ -934,9 +938,12 @@ def _teacher_part(
             flat = np.load(path)
             if flat.shape == (sum(sizes),):
                 return np.split(flat.astype(np.float64), np.cumsum(sizes)[:-1])
-    out: list[np.ndarray] = []
+        partial = path.with_name(f"{key}.partial.npy")
+    out = _partial_scores(partial, sizes)
+    saved = time.monotonic()
     with progress_bar(progress, sum(sizes), "teacher scores") as advance:
-        for group, members in zip(groups, kept):
+        advance(sum(sizes[: len(out)]))
+        for group, members in zip(groups[len(out) :], kept[len(out) :]):
             texts = [group.passages[m] for m in members]
             if hasattr(teacher, "score"):
                 values = teacher.score(
@@ -952,10 +959,31 @@ def _teacher_part(
                 )
             out.append(values)
             advance(len(texts))
-    if path is not None:
+            if partial is not None and time.monotonic() - saved > _PARTIAL_SECONDS:
+                with atomic_file(partial) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, np.concatenate(out))
+                saved = time.monotonic()
+    if path is not None and partial is not None:
         with atomic_file(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.concatenate(out))
+        partial.unlink(missing_ok=True)
     return out
+
+
+_PARTIAL_SECONDS = 60.0
+
+
+def _partial_scores(partial: Path | None, sizes: list[int]) -> list[np.ndarray]:
+    """The whole groups' scores a killed run saved in ``partial`` (none when it is absent or
+    does not end on a group boundary)."""
+    if partial is None or not partial.is_file():
+        return []
+    flat = np.load(partial).astype(np.float64)
+    ends = np.cumsum(sizes)
+    done = int(np.searchsorted(ends, len(flat), side="right"))
+    if len(flat) == 0 or done == 0 or ends[done - 1] != len(flat):
+        return []
+    return np.split(flat, ends[: done - 1])
 
 
 def _read_teacher_file(
