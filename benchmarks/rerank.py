@@ -2,7 +2,7 @@
 
     python benchmarks/rerank.py --ranker models/ranker --dipair models/dipair [--dipair ...]
     python benchmarks/rerank.py ... --levels full --no-policies   # DiPair against the full
-                                                                  # ranker only (~4x quicker)
+                                                                  # ranker only (~30 min, not 55)
 
 Needs a trained ElasticRanker (``elasticir train ranker``) and DiPair head (``elasticir train
 dipair``); the dense stores of ``benchmarks/foundation.py`` (indexes/bench/, built on first
@@ -113,7 +113,8 @@ def main() -> None:
     ranker = ElasticRanker(args.ranker)
     levels = list(ranker.levels)
     if args.levels is not None:
-        asked = [ranker.check_level(name.strip()) for name in args.levels.split(",")]
+        names = [name.strip() for name in args.levels.split(",") if name.strip()]
+        asked = [ranker.check_level(name) for name in names]
         levels = list(dict.fromkeys([ranker.check_level(FULL), *asked]))
     dipair = {f"DiPair ({Path(path).name})": DiPair.load(path) for path in args.dipair}
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
