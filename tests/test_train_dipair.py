@@ -420,6 +420,9 @@ def test_anchor_groups_teach_only_through_the_teacher_term(
     assert "anchor_queries" not in tiny.training_fields()  # keys of runs without anchors
     assert anchored.training_fields()["anchor_queries"] == 3
     assert "anchor_bm25_weight" not in anchored.training_fields()
+    for bad in ({"anchor_bm25_weight": 1.5}, {"anchor_depth": 1}, {"anchor_corpus": ""}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dataclasses.replace(anchored, **bad)
 
     groups, stats = _select_groups(anchored, data_root)
     anchors = [g for g in groups if not g.labelled]

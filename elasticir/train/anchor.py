@@ -33,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ANCHOR_SOURCE", "FUSION_DEPTH", "AnchorData", "anchor_data", "anchor_groups"]
+__all__ = [
+    "ANCHOR_SOURCE",
+    "FUSION_DEPTH",
+    "AnchorData",
+    "anchor_data",
+    "anchor_groups",
+    "check_anchor_fields",
+    "drop_unused_anchor_fields",
+]
 
 ANCHOR_SOURCE = "msmarco-dev-anchor"
 _TOPICS = "msmarco-dev-subset"
@@ -52,6 +60,31 @@ class AnchorData:
     data_root: Path
     cache: Path
     bm25_weight: float = 0.0  # > 0: teacher = min-max fusion of BM25 and the bi-encoder
+
+
+def check_anchor_fields(config: Any) -> None:
+    """Validate a training config's ``anchor_*`` fields (the ranker's and DiPair's)."""
+    from elasticir.train.config import check_int
+
+    check_int("anchor_queries", config.anchor_queries, 0)
+    check_int("anchor_depth", config.anchor_depth, 2)
+    weight = config.anchor_bm25_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ValueError(f"anchor_bm25_weight must be in [0, 1], got {weight!r}")
+    if not isinstance(config.anchor_corpus, str) or not config.anchor_corpus:
+        raise ValueError(
+            f"anchor_corpus must name a dataset or corpus file, got {config.anchor_corpus!r}"
+        )
+
+
+def drop_unused_anchor_fields(config: Any, values: dict[str, Any]) -> None:
+    """Remove from a config's training ``values`` the anchor fields that change nothing, so
+    runs without anchors (or with bi-encoder-scored ones) keep the keys they had before."""
+    if not config.anchor_queries:
+        for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
+            del values[name]
+    if not config.anchor_bm25_weight:
+        del values["anchor_bm25_weight"]
 
 
 def anchor_data(config: Any, data_root: Path, cache: Path | None) -> AnchorData:

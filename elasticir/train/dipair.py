@@ -71,6 +71,13 @@ from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
 from elasticir.progress import progress_bar
 from elasticir.rerank.dipair import DiPair, DiPairConfig, DiPairHead, token_states
+from elasticir.train.anchor import (
+    ANCHOR_SOURCE,
+    anchor_data,
+    anchor_groups,
+    check_anchor_fields,
+    drop_unused_anchor_fields,
+)
 from elasticir.train.config import TrainConfigFile, check_int, check_names
 from elasticir.train.data import (
     LabelledSentence,
@@ -241,15 +248,7 @@ class DiPairTrainConfig(TrainConfigFile):
             raise ValueError("ce_weight and kl_weight are both 0: the loss would be empty")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
-        check_int("anchor_queries", self.anchor_queries, 0)
-        check_int("anchor_depth", self.anchor_depth, 2)
-        weight = self.anchor_bm25_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
-            raise ValueError(f"anchor_bm25_weight must be in [0, 1], got {weight!r}")
-        if not isinstance(self.anchor_corpus, str) or not self.anchor_corpus:
-            raise ValueError(
-                f"anchor_corpus must name a dataset or corpus file, got {self.anchor_corpus!r}"
-            )
+        check_anchor_fields(self)
         self.model_config()  # the model shape is checked by DiPairConfig
 
     # -- derived -----------------------------------------------------------------------------
@@ -257,11 +256,7 @@ class DiPairTrainConfig(TrainConfigFile):
         values = super().training_fields()
         if not values["residual"]:
             del values["residual"]  # the keys of plain runs made before it existed stay valid
-        if not self.anchor_queries:  # nor do runs without anchors change their keys
-            for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
-                del values[name]
-        if not self.anchor_bm25_weight:
-            del values["anchor_bm25_weight"]
+        drop_unused_anchor_fields(self, values)  # nor do runs without anchors
         return values
 
     def model_config(self) -> DiPairConfig:
@@ -573,7 +568,7 @@ def prepare_dipair_data(
     from elasticir.data.datasets import data_root as find_data_root
 
     root = Path(config.data_root if config.data_root is not None else find_data_root()).resolve()
-    groups, stats = _select_groups(config, root)
+    groups, stats = _select_groups(config, root, progress)
     if encoder is None:
         encoder = _base_encoder(config)
     model_config = _resolved_config(config, encoder)
@@ -669,7 +664,7 @@ def prepare_dipair_data(
 
 
 def _select_groups(
-    config: DiPairTrainConfig, root: Path
+    config: DiPairTrainConfig, root: Path, progress: bool = False
 ) -> tuple[list[TrainingGroup], dict[str, Any]]:
     """The groups of the configured sources, minus evaluation questions, capped per source."""
     banned, checked = _evaluation_questions(root)
@@ -700,21 +695,19 @@ def _select_groups(
         raise ValueError(f"no training groups found in {root / 'train'}")
     stats: dict[str, Any] = {"sources": sources, "eval_overlap_checked": checked}
     if config.anchor_queries:
-        anchors, stats["anchor"] = _anchor_groups(config, root, banned)
+        anchors, stats["anchor"] = _anchor_groups(config, root, banned, progress)
         selected.extend(anchors)
-        sources[anchors[0].source] = {"groups": len(anchors), "labelled": False}
+        sources[ANCHOR_SOURCE] = {"groups": len(anchors), "labelled": False}
     return selected, stats
 
 
 def _anchor_groups(
-    config: DiPairTrainConfig, root: Path, banned: set[str]
+    config: DiPairTrainConfig, root: Path, banned: set[str], progress: bool
 ) -> tuple[list[TrainingGroup], dict[str, Any]]:
     """The unlabelled anchor groups (:mod:`elasticir.train.anchor`) as training groups, and
     their record (the query ids included)."""
-    from elasticir.train.anchor import anchor_data, anchor_groups
-
     spec = anchor_data(config, root, config.anchor_cache)
-    mined, record = anchor_groups(spec, banned, progress=False, threads=config.threads)
+    mined, record = anchor_groups(spec, banned, progress=progress, threads=config.threads)
     groups = []
     for group in mined:
         passages = (group.positive, *group.negatives)
@@ -980,8 +973,8 @@ def _partial_scores(partial: Path | None, sizes: list[int]) -> list[np.ndarray]:
         return []
     flat = np.load(partial).astype(np.float64)
     ends = np.cumsum(sizes)
-    done = int(np.searchsorted(ends, len(flat), side="right"))
-    if len(flat) == 0 or done == 0 or ends[done - 1] != len(flat):
+    done = int(np.searchsorted(ends, len(flat), side="right"))  # whole groups within flat
+    if done == 0 or ends[done - 1] != len(flat):
         return []
     return np.split(flat, ends[: done - 1])
 
@@ -1030,7 +1023,7 @@ def export_teacher_inputs(
     from elasticir.data.trec import write_run
 
     root = Path(config.data_root if config.data_root is not None else find_data_root()).resolve()
-    groups, _ = _select_groups(config, root)
+    groups, _ = _select_groups(config, root, progress)
     queries = list(dict.fromkeys(g.query for g in groups))
     query_row = {text: i for i, text in enumerate(queries)}
     passage_row: dict[str, int] = {}

@@ -99,6 +99,7 @@ from elasticir.rerank.ranker import (
     encode_pairs,
     write_ranker,
 )
+from elasticir.train.anchor import check_anchor_fields, drop_unused_anchor_fields
 from elasticir.train.config import TrainConfigFile, check_int, check_levels, check_names
 from elasticir.train.data import (
     LabelledSentence,
@@ -234,11 +235,7 @@ class RankerTrainConfig(TrainConfigFile):
         if self.head == "cls":  # [CLS] runs keep the keys they had before the pooled head
             for name in ("head", "gate_init", "gate_lr"):
                 values.pop(name)
-        if not self.anchor_queries:  # and runs without anchors the keys they had before them
-            for name in ("anchor_queries", "anchor_corpus", "anchor_depth"):
-                values.pop(name)
-        if not self.anchor_bm25_weight:  # as do bi-encoder-scored anchors
-            values.pop("anchor_bm25_weight")
+        drop_unused_anchor_fields(self, values)  # as do runs without anchors
         return values
 
     def __post_init__(self) -> None:
@@ -266,15 +263,7 @@ class RankerTrainConfig(TrainConfigFile):
         check_int("group_size", self.group_size, 2)
         check_int("max_length", self.max_length, 16)
         check_int("exit_holdout", self.exit_holdout, 0)
-        check_int("anchor_queries", self.anchor_queries, 0)
-        check_int("anchor_depth", self.anchor_depth, 2)
-        weight = self.anchor_bm25_weight
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
-            raise ValueError(f"anchor_bm25_weight must be in [0, 1], got {weight!r}")
-        if not isinstance(self.anchor_corpus, str) or not self.anchor_corpus:
-            raise ValueError(
-                f"anchor_corpus must name a dataset or corpus file, got {self.anchor_corpus!r}"
-            )
+        check_anchor_fields(self)
         for name in ("max_groups_per_source", "threads"):
             check_int(name, getattr(self, name), optional=True)
         if self.head not in HEADS:
