@@ -56,6 +56,11 @@ def denser(
         None,
         help="Train only this level (a static baseline) instead of the sandwich over the menu",
     ),
+    focus: str = typer.Option(
+        None,
+        help="Comma-separated menu levels trained at every step on top of the sandwich, e.g. "
+        "L6-W50 (the level you will serve most) (default: none)",
+    ),
     candidates: int = typer.Option(
         None, "-k", "--candidates", help="Mined hard negatives per query (default: 32)"
     ),
@@ -82,8 +87,9 @@ def denser(
     model serves every query level of the result: `elasticir search --model OUTPUT --level
     L2-W50`. Every level is a nested sub-network of one set of weights, trained by
     distillation from the base model (sandwich rule: full, smallest and one random level per
-    step). Seeded, and resumable: the teacher's vectors are cached and the run checkpoints;
-    kill it and run the same command again to continue.
+    step, plus any --focus level at every step). Seeded, and resumable: the teacher's
+    vectors are cached and the run checkpoints; kill it and run the same command again to
+    continue.
     """
     from dataclasses import replace
 
@@ -115,6 +121,8 @@ def denser(
     if static_level is not None:
         overrides["levels"] = (static_level,)
         overrides["sandwich"] = False
+    if focus is not None:
+        overrides["focus"] = tuple(lv.strip() for lv in focus.split(",") if lv.strip())
     given = {name: value for name, value in overrides.items() if value is not None}
     if config is not None:
         settings = replace(DenserTrainConfig.from_json(config), **given)
@@ -157,6 +165,12 @@ def projection(
         help="A dataset name (msmarco-dl19) or corpus file whose passages join the pool the "
         "projection is fitted on (repeatable; only passage texts are read)",
     ),
+    asymmetric: bool = typer.Option(
+        True,
+        "--asymmetric/--symmetric",
+        help="A query-side matrix of its own, fitted jointly with the passages' (or one "
+        "matrix for both)",
+    ),
     steps: int = typer.Option(1500, help="Adam steps per dimension"),
     batch_size: int = typer.Option(256, help="Training queries per step"),
     lr: float = typer.Option(2e-3, help="Peak learning rate (linear decay)"),
@@ -168,13 +182,14 @@ def projection(
 
     Each matrix starts from PCA and is trained so the projected scores keep the full
     model's ranking (listwise KL over mined and in-batch passages, on the unlabelled
-    training queries). Then `elasticir index --model MODEL --dim 128` stores projected
-    vectors, and search projects queries to match. The default model's space already has
+    training queries); by default queries get a matrix of their own (--asymmetric).
+    Then `elasticir index --model MODEL --dim 128` stores passages through the passage
+    matrix, and search projects queries with the query matrix. The default model's space already has
     projections shipped with the package; this command reproduces them (from the repo root):
 
     \b
         elasticir train projection --cache models/cache \\
-            --corpus msmarco-dl19 --corpus nq-open --threads 1 \\
+            --corpus msmarco-dl19 --corpus nq-open --threads 2 \\
             --output elasticir/encoders/projections/2a015752a3c17d94.safetensors
     """
     from elasticir import api
@@ -206,6 +221,7 @@ def projection(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        asymmetric=asymmetric,
         corpora=tuple(corpus or ()),
         threads=threads,
     )

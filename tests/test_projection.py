@@ -33,7 +33,7 @@ def test_projection_applies_normalises_and_fingerprints() -> None:
     matrix = rng.standard_normal((8, 32)).astype(np.float32)
     projection = Projection(matrix, normalize=True)
     vectors = rng.standard_normal((5, 32)).astype(np.float32)
-    out = projection.apply(vectors)
+    out = projection.apply(vectors, side="passage")
     assert out.shape == (5, 8) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     expected = vectors @ matrix.T
@@ -43,10 +43,29 @@ def test_projection_applies_normalises_and_fingerprints() -> None:
     assert Projection(matrix.copy(), True).fingerprint == projection.fingerprint
     assert Projection(matrix, False).fingerprint != projection.fingerprint
     with pytest.raises(ValueError, match=r"takes \(n, 32\)"):
-        projection.apply(vectors[:, :16])
+        projection.apply(vectors[:, :16], side="query")
     with pytest.raises(ValueError, match="dim <= in_dim"):
         Projection(matrix.T, True)
+    with pytest.raises(ValueError, match="side is"):
+        projection.apply(vectors, side="document")
     assert not projection.matrix.flags.writeable  # shared by threads
+    np.testing.assert_array_equal(projection.apply(vectors, side="query"), out)  # symmetric
+    # asymmetric: queries through their own matrix, passages through the other
+    query_matrix = rng.standard_normal((8, 32)).astype(np.float32)
+    both = Projection(matrix, True, query_matrix=query_matrix)
+    assert both.asymmetric and not projection.asymmetric
+    np.testing.assert_array_equal(both.apply(vectors, side="passage"), out)
+    expected = vectors @ query_matrix.T
+    np.testing.assert_allclose(
+        both.apply(vectors, side="query"),
+        expected / np.linalg.norm(expected, axis=1, keepdims=True),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert both.fingerprint != projection.fingerprint
+    assert both.describe()["asymmetric"] is True and "asymmetric" not in projection.describe()
+    with pytest.raises(ValueError, match="same shape"):
+        Projection(matrix, True, query_matrix=query_matrix[:4])
 
 
 def test_projections_file_round_trips_and_names_its_space(tmp_path: Path) -> None:
@@ -62,8 +81,32 @@ def test_projections_file_round_trips_and_names_its_space(tmp_path: Path) -> Non
     read = read_projections(path, "abc")
     assert list(read) == [8, 4]  # largest first
     np.testing.assert_array_equal(read[4].matrix, matrices[4].astype(np.float32))
+    assert read[4].query_matrix is None
     with pytest.raises(ValueError, match="fitted to the passage space abc"):
         read_projections(path, "other")
+    queries = {8: rng.standard_normal((8, 12))}
+    both = read_projections(
+        write_projections(
+            tmp_path / "q.safetensors",
+            matrices,
+            space_fingerprint="abc",
+            normalize=True,
+            training={},
+            query_matrices=queries,
+        )
+    )
+    assert both[8].asymmetric and not both[4].asymmetric
+    np.testing.assert_array_equal(both[8].query_matrix, queries[8].astype(np.float32))
+    np.testing.assert_array_equal(both[8].matrix, read[8].matrix)
+    with pytest.raises(ValueError, match="needs the passage matrix"):
+        write_projections(
+            tmp_path / "x.safetensors",
+            {4: matrices[4]},
+            space_fingerprint="abc",
+            normalize=True,
+            training={},
+            query_matrices=queries,
+        )
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a safetensors file")
     with pytest.raises(InputFormatError, match="broken.safetensors"):
@@ -87,10 +130,26 @@ def test_fitting_keeps_the_ranking_better_than_pca() -> None:
         queries + 0.01 * torch.randn(n_q, dim_in, generator=generator), dim=-1
     )
     candidates = (queries @ passages.T).topk(16).indices.numpy()
-    _, info = fit_projection(queries, passages, candidates, 8, steps=300, batch_size=64, lr=1e-2)
-    print(info)
-    assert info["heldout_kl"] < info["heldout_kl_pca"]
-    assert info["heldout_top10_kept"] > info["heldout_top10_kept_pca"]
+    fits = {}
+    for asymmetric in (False, True):
+        fitted, info = fit_projection(
+            queries,
+            passages,
+            candidates,
+            8,
+            steps=300,
+            batch_size=64,
+            lr=1e-2,
+            asymmetric=asymmetric,
+        )
+        print(info)
+        assert info["heldout_kl"] < info["heldout_kl_pca"]
+        assert info["heldout_top10_kept"] > info["heldout_top10_kept_pca"]
+        assert fitted.passage.shape == (8, dim_in) and (fitted.query is not None) == asymmetric
+        fits[asymmetric] = info
+    assert not np.allclose(fitted.query, fitted.passage)  # the query side went its own way
+    # its own query matrix can only help here: queries live in other directions than passages
+    assert fits[True]["heldout_kl"] < fits[False]["heldout_kl"]
 
 
 def test_default_model_ships_projections(denser: ElasticDenser) -> None:
@@ -103,8 +162,14 @@ def test_default_model_ships_projections(denser: ElasticDenser) -> None:
         assert queries.shape == passages.shape == (2, dim)
         np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
         # a projection of the full vectors, not another encoder
+        projection = denser.projection(dim)
         np.testing.assert_allclose(
-            queries, denser.projection(dim).apply(denser.encode_queries(texts)), atol=1e-6
+            queries, projection.apply(denser.encode_queries(texts), side="query"), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            passages,
+            projection.apply(denser.encode_passages(texts), side="passage"),
+            atol=1e-6,
         )
     assert denser.projection(None) is None and denser.projection(384) is None
     with pytest.raises(ValueError, match=r"no 100-d projection \(dims: 384, 256, 128, 64\)"):

@@ -24,6 +24,7 @@ from elasticir.encoders.levels import FULL, Level
 from elasticir.retrieve.dense import DenseSearcher
 from elasticir.train.denser import (
     DenserTrainConfig,
+    _plan,
     initial_student,
     prepare_distillation,
     train_denser,
@@ -210,6 +211,40 @@ def test_static_mode_trains_only_the_given_level(tiny: DenserTrainConfig) -> Non
     assert manifest["training"]["trained_levels"] == [str(SMALL)]
     assert set(manifest["training"]["final_losses"]) == {str(SMALL)}
     assert ElasticDenser(config.output).levels == (FULL, SMALL)
+
+
+def test_focus_levels_join_every_step_of_the_sandwich(tmp_path: Path) -> None:
+    menu = tuple(Level(lv) for lv in ("full", "L6-W75", "L4", "L6-W50", "L3-W50", "L2-W50"))
+    plain = DenserTrainConfig(output=tmp_path / "plain")
+    focused = dataclasses.replace(plain, focus=("L6-W50",))
+    assert "focus" not in plain.training_fields()  # older runs keep their checkpoint keys
+    assert focused.training_fields()["focus"] == ["L6-W50"]
+    plan, plain_plan = _plan(focused, menu), _plan(plain, menu)
+    middles = set()
+    for step in range(1, 201):
+        levels = plan(step)
+        assert levels[0] == FULL and levels[-1] == SMALL and Level("L6-W50") in levels
+        assert len(levels) == len(set(levels)) == 4
+        middles.add(levels[2])
+        assert plain_plan(step)[0] == FULL and len(plain_plan(step)) == 3
+    assert middles == {Level("L6-W75"), Level("L4"), Level("L3-W50")}  # never the focus again
+    with pytest.raises(ValueError, match="not in the menu"):
+        _plan(dataclasses.replace(plain, focus=("L5-W50",)), menu)
+    with pytest.raises(ValueError, match="static run"):
+        DenserTrainConfig(output=tmp_path, levels=("L4",), sandwich=False, focus=("L4",))
+    with pytest.raises(ValueError, match="list of levels"):
+        DenserTrainConfig(output=tmp_path, focus="L4")
+
+
+def test_a_focus_level_outside_the_menu_fails_before_any_encoding(
+    tiny: DenserTrainConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        tiny, output=tmp_path / "m", cache=tmp_path / "cache", focus=("L4",)
+    )
+    with pytest.raises(ValueError, match=r"focus level\(s\) L4 not in the menu \(full, L2-W50\)"):
+        train_denser(config, progress=False)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
 
 
 def test_config_round_trips_and_rejects_nonsense(tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ class ElasticDenser:
         """
         projection = self.projection(dim)
         vectors = self._encode(texts, self.query_max_length, self.check_level(level), batch_size)
-        return vectors if projection is None else projection.apply(vectors)
+        return vectors if projection is None else projection.apply(vectors, side="query")
 
     def encode_passages(
         self,
@@ -271,7 +271,7 @@ class ElasticDenser:
             )
         else:
             vectors = self._encode(texts, self.passage_max_length, level, batch_size, progress)
-        return vectors if projection is None else projection.apply(vectors)
+        return vectors if projection is None else projection.apply(vectors, side="passage")
 
     def _is_full(self, level: Level) -> bool:
         return level.resolve(self.num_layers) == FULL.resolve(self.num_layers)

@@ -13,10 +13,17 @@ Where an encoder finds its projections, first match wins:
 2. the files shipped with this package, ``elasticir/encoders/projections/<fingerprint>.safetensors``
    (the default all-MiniLM-L6-v2 space has one: 256, 128 and 64 dims).
 
+A projection is *symmetric* (one matrix for queries and passages) or *asymmetric*: a second
+matrix of the same shape for the query side, fitted jointly, since queries and passages are
+not distributed alike; either way the index stores the passage side and search projects its
+queries with the query side.
+
 File format: a safetensors file with one float32 tensor ``dim_<d>`` of shape ``(d, in_dim)``
-per dimension, and string metadata ``format``, ``space_fingerprint``, ``normalize`` ("true" /
-"false": whether projected vectors are L2-normalised, as the encoder's own are) and
-``training`` (JSON: how the matrices were fitted).
+per dimension (the passage side, or both sides), optionally ``query_dim_<d>`` of the same
+shape (the query side of an asymmetric projection), and string metadata ``format``,
+``space_fingerprint``, ``normalize`` ("true" / "false": whether projected vectors are
+L2-normalised, as the encoder's own are) and ``training`` (JSON: how the matrices were
+fitted).
 """
 
 from __future__ import annotations
@@ -47,32 +54,52 @@ FORMAT = "elasticir-projections"
 _SHIPPED = Path(__file__).parent / "projections"
 
 
+SIDES = ("query", "passage")
+
+
 @dataclass(frozen=True)
 class Projection:
-    """``vectors @ matrix.T`` (then L2-normalised when ``normalize``): ``(n, in) -> (n, dim)``."""
+    """``vectors @ matrix.T`` (then L2-normalised when ``normalize``): ``(n, in) -> (n, dim)``.
+
+    ``matrix`` projects passages, and queries too unless ``query_matrix`` (same shape) is
+    given: an asymmetric projection.
+    """
 
     matrix: np.ndarray  # (dim, in_dim) float32
     normalize: bool
     source: str = ""  # the file it was read from
+    query_matrix: np.ndarray | None = None  # (dim, in_dim) float32, or None: symmetric
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
-        matrix = np.ascontiguousarray(self.matrix, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[0] > matrix.shape[1]:
-            raise ValueError(
-                f"a projection matrix is (dim, in_dim) with dim <= in_dim, got {matrix.shape}"
-            )
-        matrix.setflags(write=False)  # shared by threads: nothing may change it
+        matrix = _read_only_matrix(self.matrix)
         object.__setattr__(self, "matrix", matrix)
         digest = hashlib.sha256(f"{matrix.shape}|{self.normalize}|".encode())
         digest.update(matrix.tobytes())
+        if self.query_matrix is not None:
+            query = _read_only_matrix(self.query_matrix)
+            if query.shape != matrix.shape:
+                raise ValueError(
+                    f"the query matrix {query.shape} and the passage matrix {matrix.shape} of "
+                    "a projection must have the same shape"
+                )
+            object.__setattr__(self, "query_matrix", query)
+            digest.update(b"|query|" + query.tobytes())
         object.__setattr__(self, "fingerprint", digest.hexdigest()[:16])
 
+    @property
+    def asymmetric(self) -> bool:
+        return self.query_matrix is not None
+
     @functools.cached_property
-    def _matrix_t(self):  # (in_dim, dim) torch view of the read-only matrix
+    def _matrices_t(self):  # {side: (in_dim, dim) torch copy of the read-only matrix}
         import torch
 
-        return torch.from_numpy(self.matrix.T.copy())
+        query = self.matrix if self.query_matrix is None else self.query_matrix
+        return {
+            "passage": torch.from_numpy(self.matrix.T.copy()),
+            "query": torch.from_numpy(query.T.copy()),
+        }
 
     @property
     def dim(self) -> int:
@@ -82,7 +109,10 @@ class Projection:
     def in_dim(self) -> int:
         return int(self.matrix.shape[1])
 
-    def apply(self, vectors: np.ndarray) -> np.ndarray:
+    def apply(self, vectors: np.ndarray, *, side: str) -> np.ndarray:
+        """Project ``(n, in_dim)`` vectors of ``side`` ("query" or "passage")."""
+        if side not in SIDES:
+            raise ValueError(f"side is 'query' or 'passage', got {side!r}")
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.in_dim:
             raise ValueError(
@@ -94,13 +124,26 @@ class Projection:
         import torch
 
         with torch.inference_mode():
-            out = torch.from_numpy(np.ascontiguousarray(vectors)) @ self._matrix_t
+            out = torch.from_numpy(np.ascontiguousarray(vectors)) @ self._matrices_t[side]
             if self.normalize:
                 out = torch.nn.functional.normalize(out, dim=-1, eps=1e-12)
             return out.numpy().copy()
 
     def describe(self) -> dict[str, Any]:
-        return {"dim": self.dim, "in_dim": self.in_dim, "fingerprint": self.fingerprint}
+        described = {"dim": self.dim, "in_dim": self.in_dim, "fingerprint": self.fingerprint}
+        if self.asymmetric:
+            described["asymmetric"] = True
+        return described
+
+
+def _read_only_matrix(values: np.ndarray) -> np.ndarray:
+    matrix = np.ascontiguousarray(values, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] > matrix.shape[1]:
+        raise ValueError(
+            f"a projection matrix is (dim, in_dim) with dim <= in_dim, got {matrix.shape}"
+        )
+    matrix.setflags(write=False)  # shared by threads: nothing may change it
+    return matrix
 
 
 def shipped_projections_path(space_fingerprint: str) -> Path:
@@ -148,9 +191,17 @@ def read_projections(
     normalize = metadata.get("normalize") == "true"
     projections = {}
     for key, matrix in tensors.items():
+        if key.startswith("query_dim_") and key[6:] in tensors:
+            continue  # read with its passage side
         if not key.startswith("dim_"):
-            raise InputFormatError(path, None, "tensors named dim_<d>", got=repr(key))
-        projection = Projection(matrix, normalize, source=str(path))
+            raise InputFormatError(
+                path, None, "tensors named dim_<d> (and query_dim_<d>)", got=repr(key)
+            )
+        query = tensors.get(f"query_{key}")
+        try:
+            projection = Projection(matrix, normalize, source=str(path), query_matrix=query)
+        except ValueError as err:
+            raise InputFormatError(path, None, f"tensor {key}: {err}") from err
         if f"dim_{projection.dim}" != key:
             raise InputFormatError(
                 path, None, f"tensor {key} of shape ({key[4:]}, in_dim)", got=str(matrix.shape)
@@ -166,18 +217,26 @@ def write_projections(
     space_fingerprint: str,
     normalize: bool,
     training: dict[str, Any],
+    query_matrices: dict[int, np.ndarray] | None = None,
 ) -> Path:
-    """Write ``{dim: (dim, in_dim) matrix}`` as a projections file, atomically."""
+    """Write ``{dim: (dim, in_dim) matrix}`` as a projections file, atomically;
+    ``query_matrices`` (same keys and shapes) makes the projections asymmetric."""
     from safetensors.numpy import save_file
 
     path = Path(path)
-    tensors = {
-        f"dim_{int(d)}": np.ascontiguousarray(m, dtype=np.float32) for d, m in matrices.items()
-    }
-    for key, matrix in tensors.items():
-        Projection(matrix, normalize)  # validates the shape
-        if matrix.shape[0] != int(key[4:]):
-            raise ValueError(f"matrix for {key} has shape {matrix.shape}")
+    query_matrices = query_matrices or {}
+    if set(query_matrices) - set(matrices):
+        raise ValueError("every query matrix needs the passage matrix of its dimension")
+    tensors = {}
+    for d, m in matrices.items():
+        matrix = np.ascontiguousarray(m, dtype=np.float32)
+        query = query_matrices.get(d)
+        Projection(matrix, normalize, query_matrix=query)  # validates the shapes
+        if matrix.shape[0] != int(d):
+            raise ValueError(f"matrix for dim_{d} has shape {matrix.shape}")
+        tensors[f"dim_{int(d)}"] = matrix
+        if query is not None:
+            tensors[f"query_dim_{int(d)}"] = np.ascontiguousarray(query, dtype=np.float32)
     metadata = {
         "format": FORMAT,
         "space_fingerprint": space_fingerprint,

