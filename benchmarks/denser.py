@@ -6,6 +6,7 @@
 Needs the models the documented training commands write (see results/denser.md):
 
     elasticir train denser -c configs/denser-minilm.json           # models/minilm-elastic
+    elasticir train denser -c configs/denser-minilm-focus.json     # ... with L6-W50 every step
     elasticir train denser -c configs/denser-static-L6W50.json     # static baselines
     elasticir train denser -c configs/denser-static-L2W50.json
 
@@ -83,6 +84,7 @@ def main() -> None:
         report = json.loads(args.out.with_suffix(".json").read_text())
     else:
         report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        report["out"] = str(args.out)
         report["model"] = _model_card(elastic)
         report.update(quality(elastic, dl, nq, args))
         report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -372,8 +374,10 @@ def render(report: dict) -> str:
         f"Machine: {report['machine']}. Quality measured {report.get('finished', '?')}, "
         f"speed {report.get('speed_measured', '?')} ({report['speed']['rounds']} interleaved "
         f"rounds, {report['speed']['queries']} queries, {report['speed']['torch_threads']} "
-        "torch threads). Regenerate: `python benchmarks/denser.py`.",
+        "torch threads). Regenerate: `python benchmarks/denser.py --model "
+        f"{card['path']} --out {report.get('out', 'results/denser')}`.",
         "",
+        *([report["note"], ""] if report.get("note") else []),
         f"Model: `{card['path']}`, {card['method']} training, {card['steps']} steps, "
         f"{card['seconds']} s on {card['torch_threads']} thread(s) "
         f"({card['seconds_per_step']} s/step). Passages: the base model at full compute.",

@@ -166,10 +166,11 @@ def projection(
         "projection is fitted on (repeatable; only passage texts are read)",
     ),
     asymmetric: bool = typer.Option(
-        True,
+        False,
         "--asymmetric/--symmetric",
-        help="A query-side matrix of its own, fitted jointly with the passages' (or one "
-        "matrix for both)",
+        help="A query-side matrix of its own, fitted jointly with the passages' (default: "
+        "one matrix for both sides; asymmetric fitted the training queries better but scored "
+        "lower on DL19, see results/denser-focus-asym.md)",
     ),
     steps: int = typer.Option(1500, help="Adam steps per dimension"),
     batch_size: int = typer.Option(256, help="Training queries per step"),
@@ -182,14 +183,14 @@ def projection(
 
     Each matrix starts from PCA and is trained so the projected scores keep the full
     model's ranking (listwise KL over mined and in-batch passages, on the unlabelled
-    training queries); by default queries get a matrix of their own (--asymmetric).
-    Then `elasticir index --model MODEL --dim 128` stores passages through the passage
-    matrix, and search projects queries with the query matrix. The default model's space already has
+    training queries); --asymmetric gives queries a matrix of their own. Then `elasticir
+    index --model MODEL --dim 128` stores passages through the (passage) matrix, and search
+    projects queries to match. The default model's space already has
     projections shipped with the package; this command reproduces them (from the repo root):
 
     \b
         elasticir train projection --cache models/cache \\
-            --corpus msmarco-dl19 --corpus nq-open --threads 2 \\
+            --corpus msmarco-dl19 --corpus nq-open --threads 1 \\
             --output elasticir/encoders/projections/2a015752a3c17d94.safetensors
     """
     from elasticir import api
