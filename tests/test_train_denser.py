@@ -245,6 +245,13 @@ def test_a_focus_level_outside_the_menu_fails_before_any_encoding(
     with pytest.raises(ValueError, match=r"focus level\(s\) L4 not in the menu \(full, L2-W50\)"):
         train_denser(config, progress=False)
     assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    result = CliRunner().invoke(
+        app, ["train", "denser", "-c", str(path), "--focus", "L2-W50, L3-W50", "-q"]
+    )
+    assert result.exit_code == 2 and "L3-W50 not in the menu" in result.output, result.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_config_round_trips_and_rejects_nonsense(tmp_path: Path) -> None:
