@@ -289,7 +289,7 @@ def fit_projection(
     query_weight = torch.nn.Parameter(start.clone()) if asymmetric else weight
     optimizer = torch.optim.Adam([weight, query_weight] if asymmetric else [weight], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
-    pca = (start, start)
+    pca = (start, start)  # (query side, passage side), the order every pair below keeps
 
     def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         y = x @ w.T
