@@ -44,6 +44,7 @@ from elasticir.data import get_dataset, load_passages, read_qrels  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.encoders.elastic import make_elastic  # noqa: E402
+from elasticir.encoders.levels import Level  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore, encode_corpus  # noqa: E402
@@ -64,6 +65,14 @@ def main() -> None:
         "--render-only", action="store_true", help="Rewrite the .md from the .json (no runs)"
     )
     parser.add_argument("--no-cheap-index", action="store_true", help="Skip the passage-level row")
+    parser.add_argument(
+        "--static",
+        action="append",
+        metavar="LEVEL=MODEL",
+        help="A static baseline trained at LEVEL alone (repeatable; default: "
+        + ", ".join(f"{lv}={path}" for lv, path in STATIC.items())
+        + "); train it with the elastic model's steps so the comparison is fair",
+    )
     parser.add_argument(
         "--only-baselines",
         action="store_true",
@@ -190,19 +199,37 @@ def quality(elastic: ElasticDenser | None, dl, nq, args) -> dict:
             "level": str(level),
             "scores": scores(truncated, level, dims=(384, 128)),
         }
-    for level, path in STATIC.items():
+    for level, path in _statics(args.static).items():
         if not Path(path, "elasticir.json").is_file():
             log(f"static baseline {path} missing: train it with configs/ (see the docstring)")
             continue
         log(f"static model trained at {level} only")
+        static = ElasticDenser(path)
         report["baselines"][f"static trained, {level}"] = {
             "level": level,
             "model": path,
-            "scores": scores(ElasticDenser(path), level, dims=(384, 128)),
+            "steps": _model_card(static)["steps"],
+            "scores": scores(static, level, dims=(384, 128)),
         }
     if not args.no_cheap_index and elastic is not None:
         report["cheap_index"] = cheap_index(elastic, dl, dl_queries, qrels)
     return report
+
+
+def _statics(given: list[str] | None) -> dict[str, str]:
+    """``LEVEL=MODEL`` options as a level -> model directory map (the defaults without any)."""
+    if not given:
+        return dict(STATIC)
+    statics = {}
+    for item in given:
+        level, sep, path = item.partition("=")
+        if not sep or not level or not path:
+            raise SystemExit(f"--static {item!r}: expected LEVEL=MODEL, e.g. L6-W50=models/static")
+        try:
+            statics[str(Level(level))] = path
+        except ValueError as err:
+            raise SystemExit(f"--static {item!r}: {err}") from None
+    return statics
 
 
 def cheap_index(elastic: ElasticDenser, dl, queries, qrels) -> dict:
@@ -494,7 +521,9 @@ def _run_notes(report: dict) -> list[str]:
             f"**Elasticity at {baseline['level']}**: the elastic level scores "
             f"{score(ours, 'dl19', 'nDCG@10'):.4f} nDCG@10 on DL19 and "
             f"{score(ours, 'nq+dl19', 'Top1'):.4f} top-1 on NQ; a model trained at that level "
-            f"alone ({baseline.get('model')}) {score(theirs, 'dl19', 'nDCG@10'):.4f} and "
+            f"alone ({baseline.get('model')}"
+            + (f", {baseline['steps']:,} steps" if baseline.get("steps") else "")
+            + f") {score(theirs, 'dl19', 'nDCG@10'):.4f} and "
             f"{score(theirs, 'nq+dl19', 'Top1'):.4f}; the full level "
             f"{score(full, 'dl19', 'nDCG@10'):.4f} and {score(full, 'nq+dl19', 'Top1'):.4f}."
         )

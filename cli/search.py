@@ -18,7 +18,12 @@ def main(
         None, "--output", "-o", help="TREC run to write [default: runs/<index>.<topics>.trec]"
     ),
     k: int = typer.Option(1000, "-k", help="Passages per query"),
-    level: str = typer.Option("full", help="Query-encoder compute level (dense only)"),
+    level: str = typer.Option(
+        "full",
+        help="Query-encoder compute level (dense only): full, L<depth>, L<depth>-W<width %> "
+        "(e.g. L6-W50) or L<depth>-H<heads %>-F<FFN %> (e.g. L6-H100-F23); the model's "
+        "elasticir.json lists the levels it was trained for",
+    ),
     model: str = typer.Option(
         None, help="Query encoder [default: the model recorded in the index's meta.json]"
     ),

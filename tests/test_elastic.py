@@ -223,6 +223,21 @@ def test_sub_levels_shapes_and_differences(
         print(f"{level}: mean cosine to full {cosine.mean():.3f}")
 
 
+def test_heads_and_ffn_cut_apart_slice_what_they_name(
+    reordered: tuple[torch.nn.Module, torch.nn.Module], batch: dict[str, torch.Tensor]
+) -> None:
+    _, model = reordered
+    # all heads + all neurons is the full model; cutting only one of them changes the output,
+    # and the cut that keeps the same units as a uniform width is that width exactly
+    full = _elastic(model, batch, "full")
+    assert (_elastic(model, batch, "L6-H100-F100") - full).abs().max() < 1e-6
+    ffn_only = _elastic(model, batch, "L6-H100-F23")
+    heads_only = _elastic(model, batch, "L6-H50-F100")
+    assert (ffn_only - full).abs().max() > 1e-2 and (heads_only - full).abs().max() > 1e-2
+    assert (ffn_only - heads_only).abs().max() > 1e-2
+    assert torch.equal(_elastic(model, batch, "L6-H50-F50"), _elastic(model, batch, "L6-W50"))
+
+
 def test_elastic_forward_changes_no_weights(
     reordered: tuple[torch.nn.Module, torch.nn.Module], batch: dict[str, torch.Tensor]
 ) -> None:
@@ -240,6 +255,8 @@ def test_sub_network_counts(load: Callable[[], torch.nn.Module]) -> None:
     assert sub_network(config, "L4-W75") == SubNetwork(4, 9, 1152)
     assert sub_network(config, "L2-W50") == SubNetwork(2, 6, 768)
     assert sub_network(config, "L1-W1") == SubNetwork(1, 1, 15)  # at least one head
+    assert sub_network(config, "L6-H100-F23") == SubNetwork(6, 12, 353)  # heads, FFN apart
+    assert sub_network(config, "L6-H75-F37") == SubNetwork(6, 9, 568)
     with pytest.raises(ValueError, match="needs 7 layers"):
         sub_network(config, "L7")
 
@@ -259,6 +276,10 @@ def test_flops_count() -> None:
     assert level_flops(config, FULL, seq_len=t) == 6 * per_layer
     assert level_flops(config, "L3", seq_len=t) == 3 * per_layer
     assert flops_ratio(config, FULL) == 1.0
+    # heads and FFN neurons cut apart: every head (attention as in full), 353 of 1536 neurons
+    attention = 2 * t * d * 3 * d + 4 * t * t * d + 2 * t * d * d
+    assert level_flops(config, "L6-H100-F23", seq_len=t) == 6 * (attention + 4 * t * d * 353)
+    assert flops_ratio(config, "L6-H75-F37") == 0.5  # 9 heads + 568 neurons: exactly half
 
 
 def test_flops_monotone_in_depth_and_width() -> None:

@@ -247,3 +247,56 @@ def test_resolve() -> None:
 def test_resolve_too_deep(spec: str, layers: int) -> None:
     with pytest.raises(ValueError, match=rf"needs \d+ layers; the model has {layers}"):
         Level(spec).resolve(layers)
+
+
+@pytest.mark.parametrize(
+    ("spec", "depth", "heads", "ffn", "canonical"),
+    [
+        ("L6-H100-F23", 6, 100, 23, "L6-H100-F23"),
+        ("L6-F23", 6, 100, 23, "L6-H100-F23"),  # heads default to all of them
+        ("L6-H75", 6, 75, 100, "L6-H75-F100"),
+        ("L6-H50-F50", 6, 50, 50, "L6-W50"),  # alike: the width spelling
+        ("L4-H100-F100", 4, 100, 100, "L4"),
+        ("L06-H075-F037", 6, 75, 37, "L6-H75-F37"),
+    ],
+)
+def test_heads_and_ffn_cut_apart(
+    spec: str, depth: int, heads: int, ffn: int, canonical: str
+) -> None:
+    level = Level(spec)
+    assert (level.depth, level.heads, level.ffn) == (depth, heads, ffn)
+    assert str(level) == canonical
+    assert eval(repr(level)) == level  # noqa: S307
+    assert level == Level(depth=depth, heads=heads, ffn=ffn)
+    assert level.width == (heads if heads == ffn else None)
+    assert pickle.loads(pickle.dumps(level)) == level
+    assert Level(canonical) == level and hash(Level(canonical)) == hash(level)
+
+
+def test_mixed_levels_order_by_depth_then_heads_then_ffn() -> None:
+    specs = ["L6-H100-F23", "L6-W50", "L6-H50-F75", "L5-H100-F100", "full", "L6-H75-F37"]
+    assert [str(lv) for lv in sorted(Level(s) for s in specs)] == [
+        "L5",
+        "L6-W50",
+        "L6-H50-F75",
+        "L6-H75-F37",
+        "L6-H100-F23",
+        "full",
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad", ["L6-W50-F25", "L6-F23-H100", "L6-H", "L6-H0-F50", "L6-H50-F101", "H50-F50"]
+)
+def test_bad_mixed_specs_name_both_spellings(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"L<depth>-H<heads %>-F<FFN %>|percentage"):
+        Level(bad)
+
+
+def test_width_and_heads_or_ffn_do_not_mix_as_keywords() -> None:
+    with pytest.raises(TypeError, match="width"):
+        Level(depth=6, width=50, ffn=25)
+    with pytest.raises(TypeError, match="spec or as keywords"):
+        Level("L6", ffn=25)
+    with pytest.raises(ValueError, match=r"explicit depth \(e.g. 'L6-H100-F25'\)"):
+        Level(ffn=25)

@@ -247,6 +247,8 @@ def test_levels_score_and_rerank_run(ranker: ElasticRanker) -> None:
     assert ranker.check_level("L1-W50") == Level("L1-W50")  # every depth has an exit
     with pytest.raises(ValueError, match="not trained"):
         ranker.check_level("L6-W60")
+    with pytest.raises(ValueError, match="different amounts"):
+        ranker.check_level("L6-H100-F50")  # heads and FFN cut apart: not a ranker level
     with pytest.raises(ValueError, match="layers"):
         ranker.check_level("L7")
     one = ranker.score(QUERIES[1], PASSAGES, level="L4")

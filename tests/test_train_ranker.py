@@ -284,6 +284,8 @@ def test_config_round_trips_and_rejects_nonsense(tmp_path: Path) -> None:
         RankerTrainConfig(output=tmp_path, sandwich=False)
     with pytest.raises(ValueError, match="not a compute level"):
         RankerTrainConfig(output=tmp_path, levels=("L2-X9",))
+    with pytest.raises(ValueError, match="L6-H100-F23: ElasticRanker cuts heads and FFN"):
+        RankerTrainConfig(output=tmp_path, levels=("full", "L6-H100-F23"))
     for bad in (
         {"steps": 0},
         {"group_size": 1},

@@ -4,8 +4,10 @@ A compute level (``Level("L4-W75")``) names a sub-network of one checkpoint: the
 ``depth`` transformer layers, and in each of them the first ``heads`` attention heads and the
 first ``neurons`` feed-forward neurons, where::
 
-    heads   = max(1, round(num_attention_heads * width / 100))
-    neurons = max(1, round(intermediate_size   * width / 100))
+    heads   = max(1, round(num_attention_heads * level.heads / 100))
+    neurons = max(1, round(intermediate_size   * level.ffn   / 100))
+
+(``L4-W75`` cuts both to 75%; ``L6-H100-F23`` keeps every head and 23% of the neurons.)
 
 ("round" is half-up on exact integers, so it never depends on float rounding.)
 
@@ -99,8 +101,8 @@ def sub_network(config: Any, level: Level | str) -> SubNetwork:
     assert level.depth is not None
     return SubNetwork(
         depth=level.depth,
-        heads=_keep(int(config.num_attention_heads), level.width),
-        neurons=_keep(int(config.intermediate_size), level.width),
+        heads=_keep(int(config.num_attention_heads), level.heads),
+        neurons=_keep(int(config.intermediate_size), level.ffn),
     )
 
 
@@ -572,5 +574,5 @@ def layer_flops(config: Any, level: Level | str, seq_len: int = 32) -> int:
     ``level_flops(config, level, t) == depth * layer_flops(config, level, t)``: every layer of
     a level costs the same, which is what per-input early exit adds up layer by layer.
     """
-    width = Level(level).width
-    return level_flops(config, Level(depth=1, width=width), seq_len)
+    level = Level(level)
+    return level_flops(config, Level(depth=1, heads=level.heads, ffn=level.ffn), seq_len)

@@ -12,6 +12,15 @@ width (the percentage of attention heads and feed-forward neurons kept, most imp
     >>> sorted([Level("full"), Level("L2-W50")])
     [Level('L2-W50'), Level('full')]
 
+Heads and FFN neurons may also be cut by different amounts: ``L6-H100-F23`` keeps every
+attention head and 23% of the FFN neurons of all six layers (``heads`` and ``ffn`` percent;
+``width`` is their common value, None when they differ). ``L6-H50-F50`` is ``L6-W50``::
+
+    >>> Level("L6-F23")
+    Level('L6-H100-F23')
+    >>> Level("L6-H50-F50")
+    Level('L6-W50')
+
 Which levels a given model actually offers, and what they cost, is the model's business
 (see ``ElasticDenser.levels``); the value itself holds no weights and no mutable state.
 """
@@ -22,42 +31,64 @@ import operator
 import re
 from functools import total_ordering
 
-_PATTERN = re.compile(r"^L(?P<depth>\d+)(?:-W(?P<width>\d+))?$")
+_PATTERN = re.compile(
+    r"^L(?P<depth>\d+)(?:-W(?P<width>\d+)|(?:-H(?P<heads>\d+))?(?:-F(?P<ffn>\d+))?)$"
+)
 
 
 @total_ordering
 class Level:
-    """A compute level: ``full``, ``L<depth>`` or ``L<depth>-W<width percent>``."""
+    """A compute level: ``full``, ``L<depth>``, ``L<depth>-W<width %>`` or
+    ``L<depth>-H<heads %>-F<FFN neurons %>``."""
 
-    __slots__ = ("depth", "width")
+    __slots__ = ("depth", "heads", "ffn")
     depth: int | None  # number of layers; None means every layer of the model
-    width: int  # percent of heads and FFN neurons kept, 1..100
+    heads: int  # percent of attention heads kept, 1..100
+    ffn: int  # percent of FFN neurons kept, 1..100
 
     def __init__(
-        self, spec: str | Level | None = None, *, depth: int | None = None, width: int = 100
+        self,
+        spec: str | Level | None = None,
+        *,
+        depth: int | None = None,
+        width: int | None = None,
+        heads: int | None = None,
+        ffn: int | None = None,
     ) -> None:
+        if spec is not None and (
+            depth is not None or width is not None or heads is not None or ffn is not None
+        ):
+            raise TypeError("give a level either as a spec or as keywords, not both")
+        if width is not None and (heads is not None or ffn is not None):
+            raise TypeError("a level's width sets heads and ffn both; give width or heads/ffn")
         if isinstance(spec, Level):
-            depth, width = spec.depth, spec.width
+            depth, heads, ffn = spec.depth, spec.heads, spec.ffn
         elif isinstance(spec, str):
-            depth, width = _parse(spec)
+            depth, heads, ffn = _parse(spec)
         elif spec is not None:
             raise TypeError(
                 f"a level is given as a string such as 'L4-W75' or 'full' (or as "
                 f"Level(depth=..., width=...)), got {type(spec).__name__} {spec!r}"
             )
+        elif width is not None:
+            heads = ffn = width
         depth = None if depth is None else _integer("depth", depth)
-        width = _integer("width", width)
+        heads = 100 if heads is None else _integer("heads", heads)
+        ffn = 100 if ffn is None else _integer("ffn", ffn)
         if depth is not None and depth < 1:
             raise ValueError(f"a level's depth must be at least 1, got {depth}")
-        if not 1 <= width <= 100:
-            raise ValueError(f"a level's width is a percentage in 1..100, got {width}")
-        if depth is None and width != 100:
+        for name, value in (("width" if heads == ffn else "heads", heads), ("ffn", ffn)):
+            if not 1 <= value <= 100:
+                raise ValueError(f"a level's {name} is a percentage in 1..100, got {value}")
+        if depth is None and (heads, ffn) != (100, 100):
             # "every layer at reduced width" has no spelling, so it could not round-trip
+            shape = f"W{heads}" if heads == ffn else f"H{heads}-F{ffn}"
             raise ValueError(
-                f"a level with width {width} needs an explicit depth (e.g. 'L6-W{width}')"
+                f"a level with width below 100 needs an explicit depth (e.g. 'L6-{shape}')"
             )
         object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "width", width)
+        object.__setattr__(self, "heads", heads)
+        object.__setattr__(self, "ffn", ffn)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Level is immutable")
@@ -70,18 +101,23 @@ class Level:
         return (Level, (str(self),))
 
     @property
+    def width(self) -> int | None:
+        """The percent of heads and of FFN neurons kept when both are cut alike, else None."""
+        return self.heads if self.heads == self.ffn else None
+
+    @property
     def is_full(self) -> bool:
-        return self.depth is None and self.width == 100
+        return self.depth is None and self.heads == self.ffn == 100
 
     def resolve(self, num_layers: int) -> Level:
         """The same level with ``depth`` made explicit for a model of ``num_layers`` layers."""
         depth = num_layers if self.depth is None else self.depth
         if depth > num_layers:
             raise ValueError(f"level {self} needs {depth} layers; the model has {num_layers}")
-        return Level(depth=depth, width=self.width)
+        return Level(depth=depth, heads=self.heads, ffn=self.ffn)
 
-    def _key(self) -> tuple[float, int]:
-        return (float("inf") if self.depth is None else self.depth, self.width)
+    def _key(self) -> tuple[float, int, int]:
+        return (float("inf") if self.depth is None else self.depth, self.heads, self.ffn)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
@@ -107,7 +143,9 @@ class Level:
         if self.is_full:
             return "full"
         depth = "L" if self.depth is None else f"L{self.depth}"
-        return depth if self.width == 100 else f"{depth}-W{self.width}"
+        if self.heads != self.ffn:
+            return f"{depth}-H{self.heads}-F{self.ffn}"
+        return depth if self.heads == 100 else f"{depth}-W{self.heads}"
 
     def __repr__(self) -> str:
         return f"Level({str(self)!r})"
@@ -124,18 +162,24 @@ def _integer(name: str, value: object) -> int:
         ) from None
 
 
-def _parse(spec: str) -> tuple[int | None, int]:
+def _parse(spec: str) -> tuple[int | None, int, int]:
     text = spec.strip()
     if text.lower() == "full":
-        return None, 100
+        return None, 100, 100
     match = _PATTERN.match(text)
     if match is None:
         raise ValueError(
-            f"not a compute level: {spec!r}; expected 'full', 'L<depth>' or 'L<depth>-W<width %>' "
-            "such as 'L4-W75'"
+            f"not a compute level: {spec!r}; expected 'full', 'L<depth>', 'L<depth>-W<width %>' "
+            "such as 'L4-W75', or 'L<depth>-H<heads %>-F<FFN %>' such as 'L6-H100-F25'"
         )
-    width = match.group("width")
-    return int(match.group("depth")), 100 if width is None else int(width)
+    width, heads, ffn = (match.group(name) for name in ("width", "heads", "ffn"))
+    if width is not None:
+        return int(match.group("depth")), int(width), int(width)
+    return (
+        int(match.group("depth")),
+        100 if heads is None else int(heads),
+        100 if ffn is None else int(ffn),
+    )
 
 
 FULL = Level("full")

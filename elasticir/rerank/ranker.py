@@ -753,6 +753,11 @@ class ElasticRanker:
         an exit). Raises ``ValueError`` otherwise."""
         level = Level(level)
         level.resolve(self.num_layers)  # raises when deeper than the model
+        if level.width is None:
+            raise ValueError(
+                f"level {level} cuts heads and FFN neurons by different amounts; ElasticRanker "
+                f"levels cut both alike (levels: {', '.join(map(str, self._levels))})"
+            )
         if level.width not in self.widths:
             widths = ", ".join(f"W{w}" for w in self.widths)
             raise ValueError(

@@ -246,6 +246,12 @@ class RankerTrainConfig(TrainConfigFile):
         put("sources", check_names("sources", self.sources, tuple(SOURCES)))
         if self.levels is not None:
             put("levels", check_levels(self.levels))
+            mixed = [lv for lv in self.levels if Level(lv).width is None]
+            if mixed:
+                raise ValueError(
+                    f"levels {', '.join(mixed)}: ElasticRanker cuts heads and FFN neurons "
+                    "alike (an exit per layer at each width), so its levels are 'L<d>-W<w>'"
+                )
         elif not self.sandwich:
             raise ValueError(
                 "training without the sandwich rule needs the levels whose widths to train, "
