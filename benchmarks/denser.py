@@ -9,6 +9,9 @@ Needs the models the documented training commands write (see results/denser.md):
     elasticir train denser -c configs/denser-minilm-focus.json     # ... with L6-W50 every step
     elasticir train denser -c configs/denser-static-L6W50.json     # static baselines
     elasticir train denser -c configs/denser-static-L2W50.json
+    elasticir train denser -c configs/denser-minilm-focus-4k.json  # twice the steps, with
+    elasticir train denser -c configs/denser-static-L6W50-4k.json  # static baselines of as
+    elasticir train denser -c configs/denser-static-L2W50-4k.json  # many steps (--static)
 
 and the projections shipped in the package (``elasticir train projection`` reproduces them).
 
