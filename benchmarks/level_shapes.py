@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from foundation import log, machine  # noqa: E402
 
-from elasticir.encoders.elastic import elastic_forward, flops_ratio  # noqa: E402
+from elasticir.encoders.elastic import flops_ratio  # noqa: E402
+from elasticir.encoders.levels import Level  # noqa: E402
 from elasticir.train.denser import (  # noqa: E402
     DenserTrainConfig,
     initial_student,
-    pool,
     prepare_distillation,
 )
 
@@ -87,17 +87,13 @@ def main() -> None:
     }
     for spec in args.shape or SHAPES:
         started = time.perf_counter()
-        vectors = []
         with torch.inference_mode():
-            for start in range(0, len(rows), 128):
-                part = rows[start : start + 128]
-                batch = distillation.tokenizer.pad(
-                    {"input_ids": [distillation.query_ids[int(r)] for r in part]},
-                    return_tensors="pt",
-                )
-                hidden = elastic_forward(model, batch["input_ids"], batch["attention_mask"], spec)
-                vectors.append(pool(hidden, batch["attention_mask"], distillation.settings))
-        student = torch.cat(vectors)
+            student = torch.cat(
+                [
+                    distillation.encode(model, rows[start : start + 128], spec)
+                    for start in range(0, len(rows), 128)
+                ]
+            )
         scores = student @ passages.T
         top = scores.topk(10, dim=-1).indices
         overlap = (top[:, :, None] == teacher_top[:, None, :]).any(-1).float().mean().item()
@@ -150,8 +146,6 @@ def main() -> None:
 
 def depth_note(report: dict, half: list[dict]) -> str:
     """A sentence on depth against width among the <= 50% shapes, from their numbers."""
-    from elasticir.encoders.levels import Level
-
     shallow = [r for r in half if Level(r["level"]).depth not in (None, report["layers"])]
     deep = [r for r in half if r not in shallow]
     if not shallow or not deep:
