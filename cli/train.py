@@ -172,6 +172,15 @@ def projection(
         "one matrix for both sides; asymmetric fitted the training queries better but scored "
         "lower on DL19, see results/denser-focus-asym.md)",
     ),
+    student_negatives: int = typer.Option(
+        0,
+        help="Also train each query against this many passages that the projection being "
+        "fitted ranks highest over the whole pool (its own mistakes; 0: teacher-mined and "
+        "in-batch passages only)",
+    ),
+    remine_every: int = typer.Option(
+        100, help="Steps between re-minings of the student's negatives"
+    ),
     steps: int = typer.Option(1500, help="Adam steps per dimension"),
     batch_size: int = typer.Option(256, help="Training queries per step"),
     lr: float = typer.Option(2e-3, help="Peak learning rate (linear decay)"),
@@ -223,6 +232,8 @@ def projection(
         lr=lr,
         seed=seed,
         asymmetric=asymmetric,
+        student_negatives=student_negatives,
+        remine_every=remine_every,
         corpora=tuple(corpus or ()),
         threads=threads,
     )

@@ -25,7 +25,7 @@ from elasticir.encoders.projection import (
 )
 from elasticir.index.store import EmbeddingStore
 from elasticir.retrieve.dense import DenseSearcher, EncoderMismatchError
-from elasticir.train.projection import fit_projection
+from elasticir.train.projection import ProjectionTrainConfig, fit_projection
 
 
 def test_projection_applies_normalises_and_fingerprints() -> None:
@@ -113,11 +113,14 @@ def test_projections_file_round_trips_and_names_its_space(tmp_path: Path) -> Non
         read_projections(broken)
 
 
-def test_fitting_keeps_the_ranking_better_than_pca() -> None:
-    """Vectors whose ranking lives in directions PCA does not favour: the fit must find them."""
+SMALL_FIT = {"steps": 300, "batch_size": 64, "lr": 1e-2}  # the synthetic tests' fit settings
+
+
+def _ranking_off_the_main_directions(dim_in: int, n_q: int, n_p: int):
+    """Unit ``(queries, passages, candidates)`` whose ranking lives in directions PCA does not
+    favour: large-variance nuisance directions 0..7, small-variance directions 8..11 that
+    rank; each query's 16 best passages as its candidates."""
     generator = torch.Generator().manual_seed(0)
-    dim_in, n_q, n_p = 24, 600, 800
-    # large-variance nuisance directions 0..7, small-variance directions 8..11 that rank
     scale = torch.ones(dim_in) * 0.05
     scale[:8] = 1.0
     scale[8:12] = 0.6
@@ -129,18 +132,17 @@ def test_fitting_keeps_the_ranking_better_than_pca() -> None:
     queries = torch.nn.functional.normalize(
         queries + 0.01 * torch.randn(n_q, dim_in, generator=generator), dim=-1
     )
-    candidates = (queries @ passages.T).topk(16).indices.numpy()
+    return queries, passages, (queries @ passages.T).topk(16).indices.numpy()
+
+
+def test_fitting_keeps_the_ranking_better_than_pca() -> None:
+    """Vectors whose ranking lives in directions PCA does not favour: the fit must find them."""
+    dim_in = 24
+    queries, passages, candidates = _ranking_off_the_main_directions(dim_in, 600, 800)
     fits = {}
     for asymmetric in (False, True):
         fitted, info = fit_projection(
-            queries,
-            passages,
-            candidates,
-            8,
-            steps=300,
-            batch_size=64,
-            lr=1e-2,
-            asymmetric=asymmetric,
+            queries, passages, candidates, 8, asymmetric=asymmetric, **SMALL_FIT
         )
         print(info)
         assert info["heldout_kl"] < info["heldout_kl_pca"]
@@ -150,6 +152,35 @@ def test_fitting_keeps_the_ranking_better_than_pca() -> None:
     assert not np.allclose(fitted.query, fitted.passage)  # the query side went its own way
     # its own query matrix can only help here: queries live in other directions than passages
     assert fits[True]["heldout_kl"] < fits[False]["heldout_kl"]
+
+
+def test_student_mined_negatives_keep_more_of_the_corpus_top_10() -> None:
+    """Teacher-mined candidates never show the fit the passages its projection wrongly puts on
+    top over the whole corpus; re-mining them from the projection being fitted does."""
+    queries, passages, candidates = _ranking_off_the_main_directions(32, 800, 3000)
+    fits = {}
+    for negatives in (0, 16):
+        _, fits[negatives] = fit_projection(
+            queries,
+            passages,
+            candidates,
+            8,
+            student_negatives=negatives,
+            remine_every=50,
+            **SMALL_FIT,
+        )
+    assert fits[16]["student_negatives"] == 16 and fits[16]["remine_every"] == 50
+    assert "remine_every" not in fits[0]
+    for info in fits.values():  # both beat PCA on the whole corpus ...
+        assert info["heldout_corpus_top10_kept"] > info["heldout_corpus_top10_kept_pca"] + 0.1
+    # ... and mining the fit's own mistakes keeps clearly more of the corpus-wide top 10
+    assert fits[16]["heldout_corpus_top10_kept"] > fits[0]["heldout_corpus_top10_kept"] + 0.04, fits
+    # no steps: the PCA start itself, reported as such
+    _, pca = fit_projection(queries, passages, candidates, 8, steps=0)
+    assert pca["heldout_corpus_top10_kept"] == pca["heldout_corpus_top10_kept_pca"]
+    assert pca["final_train_kl"] is None
+    with pytest.raises(ValueError, match="student_negatives must be a non-negative integer"):
+        ProjectionTrainConfig(output=Path("x.safetensors"), student_negatives=-1)
 
 
 def test_default_model_ships_projections(denser: ElasticDenser) -> None:
