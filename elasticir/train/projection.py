@@ -429,13 +429,14 @@ def _agreement(queries, passages, cand, rows, weights, project) -> float:
 def _student_mined(queries, passages, rows, weights, project, k: int) -> torch.Tensor:
     """``(len(queries), k)``: for each of ``rows``, the passages the projection ranks highest
     over all of ``passages`` (other rows stay 0; they are never trained on)."""
+    k = min(k, len(passages))
     mined = torch.zeros(len(queries), k, dtype=torch.int64)
     with torch.no_grad():
         projected = project(passages, weights[1])
         for i in range(0, len(rows), 1024):
             index = torch.from_numpy(rows[i : i + 1024])
             scores = project(queries[index], weights[0]) @ projected.T
-            mined[index] = scores.topk(min(k, len(passages)), dim=-1).indices
+            mined[index] = scores.topk(k, dim=-1).indices
     return mined
 
 
