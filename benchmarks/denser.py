@@ -391,6 +391,17 @@ def _interval(full: dict, other: dict) -> str:
     return f" (95% CI {low:+.2f} to {high:+.2f})"
 
 
+def _gap_note(what: str, before: dict, after: dict) -> str:
+    """`` WHAT on DL19: x points (95% CI a to b).``: ``after - before`` at 384-d, when both
+    have per-query scores."""
+    a, b = before["scores"]["384"], after["scores"]["384"]
+    interval = _interval(a, b)
+    if not interval:
+        return ""
+    gap = 100 * (b["dl19"]["nDCG@10"] - a["dl19"]["nDCG@10"])
+    return f" {what} on DL19: {gap:+.2f} points{interval}."
+
+
 def _check(detail: str, ok: bool) -> dict:
     return {"met": bool(ok), "detail": detail}
 
@@ -567,6 +578,8 @@ def _run_notes(report: dict) -> list[str]:
             + f") {score(theirs, 'dl19', 'nDCG@10'):.4f} and "
             f"{score(theirs, 'nq+dl19', 'Top1'):.4f}; the full level "
             f"{score(full, 'dl19', 'nDCG@10'):.4f} and {score(full, 'nq+dl19', 'Top1'):.4f}."
+            + _gap_note("Elastic minus static", theirs, ours)
+            + _gap_note("Static minus the full level", full, theirs)
         )
     order = list(levels)
     for bigger, smaller in zip(order, order[1:]):
