@@ -61,7 +61,7 @@ VARIANTS = {
     "projected vectors not re-normalised": {"normalize": False},
 }
 # not a method: each held-out query's own 128-d vector fitted to its own full ranking over the
-# whole corpus, passages through the shipped matrix; no query encoder can do better than this
+# whole corpus, passages through the shipped matrix: a rough ceiling for any query encoder
 ORACLE = "bound: oracle query vectors, shipped passage matrix"
 # query-side maps trained against the shipped passage matrix (fixed): can a function of the
 # 384-d query vector get nearer that bound? name -> (hidden units, 0: linear; full-corpus loss)
@@ -148,7 +148,7 @@ def main() -> None:
                     "heldout_msmarco_queries": int(is_marco[held].sum()),
                 }
                 log(json.dumps(row))
-                report["variants"][name] = [row]
+                _put(report, name, row)
                 _write(args.out, report)
             continue
         for dim in dims:
@@ -187,11 +187,15 @@ def main() -> None:
                 "heldout_kl": info["heldout_kl"],
             }
             log(json.dumps(row))
-            report["variants"][name] = [
-                r for r in report["variants"].get(name, []) if r["dim"] != dim
-            ] + [row]
+            _put(report, name, row)
             _write(args.out, report)
     log(f"wrote {args.out}.md and .json")
+
+
+def _put(report: dict, name: str, row: dict) -> None:
+    """Set variant ``name``'s row for ``row["dim"]``, keeping its rows of other dims."""
+    rows = [r for r in report["variants"].get(name, []) if r["dim"] != row["dim"]]
+    report["variants"][name] = rows + [row]
 
 
 def shipped_projections(distillation) -> dict:
