@@ -45,9 +45,11 @@ from elasticir.data.datasets import data_root  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
 from elasticir.train.projection import (  # noqa: E402
     ProjectionTrainConfig,
-    _corpus_agreement,
     fit_projection,
     fitting_data,
+    heldout_rows,
+    project_vectors,
+    top10_kept,
 )
 
 # name -> fit_projection keyword arguments (the rest as `elasticir train projection`)
@@ -128,7 +130,7 @@ def main() -> None:
             for dim in dims:
                 log(f"{name}: {dim} dims")
                 started = time.perf_counter()
-                held = _held_rows(len(texts), dim, config.seed)
+                held = heldout_rows(len(texts), dim, config.seed)
                 matrix = torch.from_numpy(shipped_projections(data.distillation)[dim].matrix.copy())
                 if name == ORACLE:
                     kept_all = _oracle(data.queries, data.passages, held, matrix, normalize)
@@ -169,20 +171,21 @@ def main() -> None:
             seconds = time.perf_counter() - started
             passage = torch.from_numpy(fitted.passage)
             query = passage if fitted.query is None else torch.from_numpy(fitted.query)
-            weights = (query, passage)
-            held = _held_rows(len(texts), dim, config.seed)
-            marco_held = held[is_marco[held]]
-            project = _projector(kwargs["normalize"])
-            marco_kept = _corpus_agreement(
-                data.queries, data.passages, marco_held, weights, project
-            )
+            held = heldout_rows(len(texts), dim, config.seed)
+            marco = data.queries[torch.from_numpy(held[is_marco[held]])]
+            marco_kept = top10_kept(
+                marco,
+                data.passages,
+                project_vectors(marco, query, kwargs["normalize"]),
+                project_vectors(data.passages, passage, kwargs["normalize"]),
+            ).mean()
             row = {
                 "dim": dim,
                 "kwargs": VARIANTS[name],
                 "seconds": round(seconds, 1),
                 "heldout_corpus_top10_kept": info["heldout_corpus_top10_kept"],
-                "heldout_msmarco_corpus_top10_kept": round(marco_kept, 4),
-                "heldout_msmarco_queries": int(len(marco_held)),
+                "heldout_msmarco_corpus_top10_kept": round(float(marco_kept), 4),
+                "heldout_msmarco_queries": int(len(marco)),
                 "heldout_top10_kept": info["heldout_top10_kept"],
                 "heldout_kl": info["heldout_kl"],
             }
@@ -209,16 +212,14 @@ def _oracle(queries, passages, rows, matrix, normalize: bool, steps: int = 150) 
     """Per held-out query: the share of its full top 10 over all passages kept by the best
     query vector gradient descent finds for it in the projected space (listwise KL to its own
     full scores over every passage, tau 0.05, from its projected vector)."""
-    project = _projector(normalize)
-    kept = []
+    fitted = []
     with torch.no_grad():
-        projected = project(passages, matrix)
+        projected = project_vectors(passages, matrix, normalize)
     for i in range(0, len(rows), 256):
         index = torch.from_numpy(rows[i : i + 256])
         with torch.no_grad():
-            full = queries[index] @ passages.T
-            teacher = F.log_softmax(full / 0.05, dim=-1)
-        vector = torch.nn.Parameter(project(queries[index], matrix))
+            teacher = F.log_softmax(queries[index] @ passages.T / 0.05, dim=-1)
+        vector = torch.nn.Parameter(project_vectors(queries[index], matrix, normalize))
         optimizer = torch.optim.Adam([vector], lr=0.02)
         for _ in range(steps):
             own = F.normalize(vector, dim=-1) if normalize else vector
@@ -227,11 +228,9 @@ def _oracle(queries, passages, rows, matrix, normalize: bool, steps: int = 150) 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        with torch.no_grad():
-            small = (vector.detach() @ projected.T).topk(10, dim=-1).indices
-            for x, y in zip(full.topk(10, dim=-1).indices.tolist(), small.tolist()):
-                kept.append(len(set(x) & set(y)) / 10)
-    return np.array(kept)
+        fitted.append(vector.detach())
+    own = queries[torch.from_numpy(rows)]
+    return top10_kept(own, passages, torch.cat(fitted), projected)
 
 
 def _query_head(data, held, matrix, normalize, hidden, everything, config) -> np.ndarray:
@@ -262,7 +261,7 @@ def _query_head(data, held, matrix, normalize, hidden, everything, config) -> np
         y = q @ matrix.T + head(q) if hidden else head(q)
         return F.normalize(y, dim=-1) if normalize else y
 
-    projected = _projector(normalize)(passages, matrix)
+    projected = project_vectors(passages, matrix, normalize)
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / config.steps)
     generator = torch.Generator().manual_seed(config.seed)
@@ -278,28 +277,9 @@ def _query_head(data, held, matrix, normalize, hidden, everything, config) -> np
         loss.backward()
         optimizer.step()
         schedule.step()
-    kept = []
     with torch.no_grad():
-        for i in range(0, len(held), 1024):
-            index = torch.from_numpy(held[i : i + 1024])
-            full = (queries[index] @ passages.T).topk(10, dim=-1).indices
-            small = (queries_of(queries[index]) @ projected.T).topk(10, dim=-1).indices
-            kept += [len(set(a) & set(b)) / 10 for a, b in zip(full.tolist(), small.tolist())]
-    return np.array(kept)
-
-
-def _held_rows(n: int, dim: int, seed: int, holdout: int = 20) -> np.ndarray:
-    """The rows fit_projection holds out for ``dim`` (the same seeded order)."""
-    order = np.random.default_rng([seed, 211, dim]).permutation(n)
-    return np.sort(order[::holdout])
-
-
-def _projector(normalize: bool):
-    def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        y = x @ w.T
-        return F.normalize(y, dim=-1) if normalize else y
-
-    return project
+        own = queries[torch.from_numpy(held)]
+        return top10_kept(own, passages, queries_of(own), projected)
 
 
 def _write(out: Path, report: dict) -> None:

@@ -13,7 +13,7 @@ from elasticir.cli.app import app
 from typer.testing import CliRunner
 
 from elasticir import api
-from elasticir.data import read_topics, sample_dataset
+from elasticir.data import load_passages, read_topics, sample_dataset
 from elasticir.data.errors import InputFormatError
 from elasticir.encoders.denser import ElasticDenser
 from elasticir.encoders.projection import (
@@ -183,6 +183,48 @@ def test_student_mined_negatives_keep_more_of_the_corpus_top_10() -> None:
         ProjectionTrainConfig(output=Path("x.safetensors"), student_negatives=-1)
 
 
+def test_student_mining_and_corpus_agreement_on_real_vectors(denser: ElasticDenser) -> None:
+    """On the sample set's real query and passage vectors and the shipped 128-d matrix: the
+    student-mined negatives are exactly each trained query's projected top k (untrained rows
+    stay 0), and top-10 agreement is 1 for the full vectors themselves and a brute-force
+    overlap for the projected ones."""
+    from functools import partial
+
+    from elasticir.train.projection import _student_mined, project_vectors, top10_kept
+
+    sample = sample_dataset()
+    queries = torch.from_numpy(denser.encode_queries([q.text for q in read_topics(sample.queries)]))
+    texts = [p.encoder_text() for p in load_passages(sample.corpus).values()]
+    passages = torch.from_numpy(denser.encode_passages(texts))
+    matrix = torch.from_numpy(denser.projection(128).matrix.copy())
+    project = partial(project_vectors, normalize=True)
+    rows = np.arange(0, len(queries), 2)  # every other query is "trained"
+    k = 3
+    mined = _student_mined(queries, passages, rows, (matrix, matrix), project, k)
+    small_q, small_p = project(queries, matrix), project(passages, matrix)
+    scores = (small_q @ small_p.T).numpy()
+    for row in range(len(queries)):
+        if row in rows:
+            expected = np.argsort(-scores[row], kind="stable")[:k]
+            assert set(mined[row].tolist()) == set(expected.tolist())
+        else:
+            assert mined[row].tolist() == [0] * k
+    # more negatives than passages: capped, not a shape error
+    assert _student_mined(queries, passages, rows, (matrix, matrix), project, 10**6).shape == (
+        len(queries),
+        len(passages),
+    )
+    assert np.all(top10_kept(queries, passages, queries, passages) == 1.0)
+    kept = top10_kept(queries, passages, small_q, small_p)
+    full = (queries @ passages.T).numpy()
+    top = min(10, len(passages))
+    for row, share in enumerate(kept):
+        a = set(np.argsort(-full[row], kind="stable")[:top].tolist())
+        b = set(np.argsort(-scores[row], kind="stable")[:top].tolist())
+        assert share == pytest.approx(len(a & b) / top)
+    assert 0.0 < kept.mean() < 1.0  # 128 of 384 dims: close, not the same ranking
+
+
 def test_default_model_ships_projections(denser: ElasticDenser) -> None:
     assert shipped_projections_path(denser.fingerprint).is_file()
     assert denser.dims == (384, 256, 128, 64)
@@ -293,7 +335,6 @@ def test_corpora_join_the_pool_and_candidates_are_mined_over_the_union(
     to the pool, and every query's candidates are its exact top-k over pool + corpus."""
     from types import SimpleNamespace
 
-    from elasticir.data import load_passages
     from elasticir.train.denser import DenserTrainConfig
     from elasticir.train.projection import ProjectionTrainConfig, _corpus_pool
 

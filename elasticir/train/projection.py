@@ -39,6 +39,7 @@ Seeded: the same config gives the same matrices on the same machine and thread c
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,10 @@ __all__ = [
     "file_sha256",
     "fit_projection",
     "fitting_data",
+    "heldout_rows",
+    "project_vectors",
     "teacher_corpus_store",
+    "top10_kept",
     "train_projection",
 ]
 
@@ -323,10 +327,8 @@ def fit_projection(
     query's mined candidates, and over all of ``passages`` (what a projected index searches).
     """
     generator = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng([seed, 211, dim])
-    order = rng.permutation(len(queries))
-    held = np.sort(order[::holdout])
-    train = np.setdiff1d(order, held)
+    held = heldout_rows(len(queries), dim, seed, holdout)
+    train = np.setdiff1d(np.arange(len(queries)), held)
     if len(train) == 0:
         raise ValueError("too few queries to fit a projection (all would be held out)")
     cand = torch.from_numpy(np.asarray(candidates, dtype=np.int64))
@@ -340,9 +342,7 @@ def fit_projection(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / max(steps, 1))
     pca = (start, start)  # (query side, passage side), the order every pair below keeps
 
-    def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        y = x @ w.T
-        return F.normalize(y, dim=-1) if normalize else y
+    project = functools.partial(project_vectors, normalize=normalize)
 
     def loss_of(
         rows: np.ndarray, w: tuple[torch.Tensor, torch.Tensor], extra: torch.Tensor | None = None
@@ -409,6 +409,42 @@ class FittedProjection:
     query: np.ndarray | None  # (dim, D) or None: the passage matrix projects queries too
 
 
+def project_vectors(x: torch.Tensor, w: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """``x @ w.T``, L2-normalised when ``normalize``: what a projection does to vectors."""
+    y = x @ w.T
+    return F.normalize(y, dim=-1) if normalize else y
+
+
+def heldout_rows(n: int, dim: int, seed: int = 13, holdout: int = 20) -> np.ndarray:
+    """The sorted rows :func:`fit_projection` keeps out of a ``dim``-d fit of ``n`` queries:
+    every ``holdout``-th of a seeded order."""
+    order = np.random.default_rng([seed, 211, dim]).permutation(n)
+    return np.sort(order[::holdout])
+
+
+def top10_kept(
+    queries: torch.Tensor,
+    passages: torch.Tensor,
+    small_queries: torch.Tensor,
+    small_passages: torch.Tensor,
+) -> np.ndarray:
+    """Per query, the share of its top 10 by ``queries @ passages.T`` that its top 10 by
+    ``small_queries @ small_passages.T`` (the same passages, other vectors) keeps."""
+    top = min(10, len(passages))
+    kept: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(queries), 1024):
+            full = (queries[i : i + 1024] @ passages.T).topk(top, dim=-1).indices
+            small = (small_queries[i : i + 1024] @ small_passages.T).topk(top, dim=-1).indices
+            kept += _shares(full, small)
+    return np.array(kept)
+
+
+def _shares(full: torch.Tensor, small: torch.Tensor) -> list[float]:
+    """Per row of two ``(b, k)`` index tensors, the share of ``full``'s indices in ``small``."""
+    return [len(set(a) & set(b)) / full.shape[1] for a, b in zip(full.tolist(), small.tolist())]
+
+
 def _agreement(queries, passages, cand, rows, weights, project) -> float:
     """Mean share of the full scores' top 10 (within each query's candidates) kept."""
     kept = []
@@ -420,9 +456,7 @@ def _agreement(queries, passages, cand, rows, weights, project) -> float:
             full = torch.einsum("bd,bkd->bk", q, p)
             small = torch.einsum("bd,bkd->bk", project(q, weights[0]), project(p, weights[1]))
             top = min(10, pool.shape[1])
-            a, b = full.topk(top).indices, small.topk(top).indices
-            for x, y in zip(a.tolist(), b.tolist()):
-                kept.append(len(set(x) & set(y)) / top)
+            kept += _shares(full.topk(top).indices, small.topk(top).indices)
     return float(np.mean(kept)) if kept else float("nan")
 
 
@@ -443,14 +477,9 @@ def _student_mined(queries, passages, rows, weights, project, k: int) -> torch.T
 def _corpus_agreement(queries, passages, rows, weights, project) -> float:
     """Mean share of the full scores' top 10 over all of ``passages`` that the projection's
     own top 10 over all of them keeps: what a projected index returns."""
-    kept = []
+    if len(rows) == 0:
+        return float("nan")
     with torch.no_grad():
-        projected = project(passages, weights[1])
-        top = min(10, len(passages))
-        for i in range(0, len(rows), 1024):
-            index = torch.from_numpy(rows[i : i + 1024])
-            full = (queries[index] @ passages.T).topk(top, dim=-1).indices
-            small = (project(queries[index], weights[0]) @ projected.T).topk(top, dim=-1).indices
-            for x, y in zip(full.tolist(), small.tolist()):
-                kept.append(len(set(x) & set(y)) / top)
-    return float(np.mean(kept)) if kept else float("nan")
+        q = queries[torch.from_numpy(rows)]
+        small = (project(q, weights[0]), project(passages, weights[1]))
+        return float(np.mean(top10_kept(q, passages, *small)))
