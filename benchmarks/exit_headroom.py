@@ -14,8 +14,12 @@ pruning*, a cascade inside the model: from layer ``min_layer`` on, after each la
 best ``max(keep, ceil(rho * live))`` of a query's still-running candidates (by that layer's
 score) go on; the others stop there and rank below every candidate that went deeper. If even
 that rule needs a large risk for 1.5x, the limit is the exits' agreement with the last layer,
-not the choice of confidence signal. Per exit it also reports how well that exit's scores
-correlate with the last exit's within a query, and the risk of stopping every pair there.
+not the choice of confidence signal. Two rows ask whether the first stage could stand in for the
+exits: reranking only the first stage's top R (no early exit at all), and a CALM-style exit
+classifier that reads the candidate's first-stage rank beside the exit's score (fitted on the
+refit queries, so only with ``--refit-queries`` > 0). Per exit it also reports how well that
+exit's scores correlate with the last exit's within a query (and the first stage's scores with
+it, for reference), and the risk of stopping every pair there.
 
 ``--refit-queries N`` (default 120; 0 skips it) asks whether cheaper training could fix the
 exits: on N further dev queries (disjoint from both samples) it records every layer's [CLS]
@@ -24,9 +28,10 @@ last exit's score plus a listwise KL over each query's candidates, a self-distil
 needs no labels), and recomputes the entropy, margin and rank-pruning curves with the refit
 heads on the same evaluation queries. The refit heads are not saved.
 
-Data: ``--queries`` MS MARCO dev-subset queries (unlabelled; none of the DL19 queries, and
-none of the reranking benchmark's calibration sample), each with its dense top-100 from the
-DL19 corpus, recorded once at full width. Writes ``results/exit-headroom.md`` and ``.json``.
+Data: ``--queries`` MS MARCO dev-subset queries (unlabelled; none of the DL19 queries, none
+the ranker was trained on, and none of the reranking benchmark's calibration sample), each
+with its dense top-100 from the DL19 corpus, recorded once at full width.
+Writes ``results/exit-headroom.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from foundation import encode, log, machine  # noqa: E402
-from rerank import _dense, _passages  # noqa: E402
+from rerank import _dense, _passages, _trained_query_ids  # noqa: E402
 
 from elasticir.data import get_dataset  # noqa: E402
 from elasticir.data.topics import read_queries_any  # noqa: E402
@@ -61,6 +66,10 @@ from elasticir.rerank.ranker import ElasticRanker  # noqa: E402
 
 DELTAS = (0.02, 0.05, 0.1)
 RHOS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+CUTOFFS = (90, 80, 70, 60, 50, 40, 35, 30, 25, 20, 15, 10)
+TAUS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+CUTOFF = "no early exit: rerank only the first stage's top R"
+RANK_AWARE = "exit classifier reading exit score + first-stage rank"
 
 
 def main() -> None:
@@ -93,11 +102,14 @@ def main() -> None:
     store = EmbeddingStore(encode(base, dl.corpus, "dl19")).load()
     passages = _passages([dl.corpus])
     topics = read_queries_any(get_dataset("msmarco-dev-subset").queries)
-    # the same draw as benchmarks/rerank.py's calibration sample, which is left out
+    # the queries the ranker was trained on (its anchor groups') and the same draw as
+    # benchmarks/rerank.py's calibration sample are both left out
+    trained = _trained_query_ids(ranker)
+    topics = [q for q in topics if q.query_id not in trained]
     calibration = {q.query_id for q in random.Random(13).sample(topics, args.calibration_queries)}
     pool = [q for q in topics if q.query_id not in calibration]
     sample = random.Random(args.seed).sample(pool, min(args.queries, len(pool)))
-    data = _candidates(base, store, passages, sample, args.depth)
+    data, first = _candidates(base, store, passages, sample, args.depth)
     log(f"recording every exit of {sum(len(c.passages) for c in data)} pairs")
     refit = args.refit_queries > 0
     records = _records(ranker, data, states=refit)
@@ -115,12 +127,14 @@ def main() -> None:
         curves[f"rank pruning, from layer {min_layer}"] = [
             rank_pruning(records, offsets, rho, min_layer, args.keep) for rho in RHOS
         ]
+    ranks = first_stage_ranks(offsets)
+    curves[CUTOFF] = [depth_cutoff(records, offsets, ranks, r) for r in CUTOFFS]
     refit_report = None
     if refit:
         chosen = {q.query_id for q in sample}
         rest = [q for q in pool if q.query_id not in chosen]
         extra = random.Random(args.seed + 1).sample(rest, min(args.refit_queries, len(rest)))
-        train = _candidates(base, store, passages, extra, args.depth)
+        train, train_first = _candidates(base, store, passages, extra, args.depth)
         log(f"refit diagnostic: recording every exit of {len(train) * args.depth} more pairs")
         train_records = _records(ranker, train, states=True, classifier=False)
         train_offsets = np.cumsum([0] + [len(c.passages) for c in train])
@@ -135,6 +149,12 @@ def main() -> None:
         curves["rank pruning, from layer 3, refit heads"] = [
             rank_pruning(refitted, offsets, rho, 3, args.keep) for rho in RHOS
         ]
+        # a CALM-style exit classifier that also reads the candidate's first-stage rank,
+        # fitted on the refit queries (no labels: the target is the full ranker's own top 10)
+        probabilities = rank_aware_classifier(
+            train_records, train_offsets, first_stage_ranks(train_offsets), records, ranks
+        )
+        curves[RANK_AWARE] = [classifier_exit(records, offsets, probabilities, tau) for tau in TAUS]
         refit_report = {
             "queries": len(train),
             "pairs": int(train_offsets[-1]),
@@ -149,6 +169,9 @@ def main() -> None:
         "keep": args.keep,
         "seconds": round(time.time() - started, 1),
         "exits": exit_correlation(records, offsets),
+        "first_stage_correlation": round(
+            mean_correlation(first, records.scores[:, -1], offsets), 4
+        ),
         "refit": refit_report,
         "frontier": {
             name: {str(d): best_speedup(points, d) for d in DELTAS}
@@ -165,10 +188,17 @@ def main() -> None:
     print(render(report))
 
 
-def _candidates(base, store, passages, queries, depth: int) -> list:
+def _candidates(base, store, passages, queries, depth: int) -> tuple[list, np.ndarray]:
+    """Each query's dense top ``depth`` (in first-stage order: a candidate's position is its
+    first-stage rank) and the first-stage scores of all candidates, in the same order."""
     run = _dense(base, store, queries, depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
-    return calibration_queries(run, {q.query_id: q.text for q in queries}, texts, depth=depth)
+    data = calibration_queries(run, {q.query_id: q.text for q in queries}, texts, depth=depth)
+    ranked = [sorted(run[q.query_id].values(), reverse=True)[:depth] for q in queries]
+    first = np.array([s for scores in ranked for s in scores], dtype=np.float32)
+    if len(first) != sum(len(c.passages) for c in data):
+        raise SystemExit("first-stage scores and candidates disagree (a query without text?)")
+    return data, first
 
 
 def _records(ranker, data, states: bool, classifier: bool = True):
@@ -181,23 +211,28 @@ def _records(ranker, data, states: bool, classifier: bool = True):
     )
 
 
+def mean_correlation(x: np.ndarray, y: np.ndarray, offsets) -> float:
+    """Mean within-query Pearson correlation of ``x`` and ``y`` (queries with a constant side
+    are left out)."""
+    values = []
+    for q in range(len(offsets) - 1):
+        a, b = int(offsets[q]), int(offsets[q + 1])
+        if b - a > 1 and x[a:b].std() > 0 and y[a:b].std() > 0:
+            values.append(float(np.corrcoef(x[a:b], y[a:b])[0, 1]))
+    return float(np.mean(values))
+
+
 def exit_correlation(records, offsets) -> list[dict]:
     """Per exit: the mean within-query Pearson correlation of its scores with the last exit's,
     and the consistency risk of stopping every pair at that exit."""
     scores, last = records.scores, records.scores[:, -1]
     out = []
     for layer in range(records.depth):
-        correlations = []
-        for q in range(len(offsets) - 1):
-            a, b = int(offsets[q]), int(offsets[q + 1])
-            x, y = scores[a:b, layer], last[a:b]
-            if b - a > 1 and x.std() > 0 and y.std() > 0:
-                correlations.append(float(np.corrcoef(x, y)[0, 1]))
         risk = float(query_losses(scores[:, layer], last, offsets).mean())
         out.append(
             {
                 "exit": layer + 1,
-                "correlation": round(float(np.mean(correlations)), 4),
+                "correlation": round(mean_correlation(scores[:, layer], last, offsets), 4),
                 "risk_all_stop_here": round(risk, 4),
             }
         )
@@ -278,6 +313,86 @@ def rank_pruning(records, offsets, rho: float, min_layer: int, keep: int) -> tup
     return float(losses.mean()), float(records.layer_cost.sum()) * depth / spent
 
 
+def first_stage_ranks(offsets) -> np.ndarray:
+    """1-based first-stage rank of every candidate (candidates are in first-stage order)."""
+    return np.concatenate(
+        [np.arange(1, int(b) - int(a) + 1) for a, b in zip(offsets[:-1], offsets[1:])]
+    )
+
+
+def depth_cutoff(records, offsets, ranks, cutoff: int) -> tuple[float, float]:
+    """(risk, FLOPs speedup) of reranking only the first stage's top ``cutoff``: the others
+    are never scored and keep their first-stage order below the reranked ones."""
+    depth = records.depth
+    scored = ranks <= cutoff
+    tiered = np.where(scored, 1e6 + records.scores[:, -1], -ranks.astype(np.float64))
+    losses = query_losses(tiered, records.scores[:, -1], offsets)
+    spent = float(records.layer_cost[scored].sum()) * depth
+    return float(losses.mean()), float(records.layer_cost.sum()) * depth / spent
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iterations: int = 50):
+    """Weights of an L2-regularised logistic regression (Newton steps; ``x`` gets a bias
+    column and is standardised). Returns a function from features to probabilities."""
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    design = np.column_stack([np.ones(len(x)), (x - mean) / scale])
+    w = np.zeros(design.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-design @ w))
+        gradient = design.T @ (p - y) / len(y) + l2 * w
+        hessian = (design * (p * (1 - p))[:, None]).T @ design / len(y) + l2 * np.eye(len(w))
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        z = np.column_stack([np.ones(len(features)), (features - mean) / scale]) @ w
+        return 1.0 / (1.0 + np.exp(-z))
+
+    return predict
+
+
+def _in_top10(records, offsets) -> np.ndarray:
+    top = np.zeros(len(records.scores), dtype=bool)
+    last = records.scores[:, -1]
+    for q in range(len(offsets) - 1):
+        a, b = int(offsets[q]), int(offsets[q + 1])
+        top[a + np.argsort(-last[a:b], kind="stable")[:10]] = True
+    return top
+
+
+def rank_aware_classifier(train, train_offsets, train_ranks, records, ranks) -> np.ndarray:
+    """Per exit 1..L-1, the probability that a candidate is in the full ranker's top 10 from
+    that exit's score and the log of its first-stage rank: a logistic regression fitted on
+    ``train`` and applied to ``records``, ``(pairs, L - 1)``."""
+    target = _in_top10(train, train_offsets).astype(np.float64)
+    columns = []
+    for layer in range(records.depth - 1):
+        fit = _logistic(
+            np.column_stack([train.scores[:, layer], np.log(train_ranks)]).astype(np.float64),
+            target,
+        )
+        columns.append(fit(np.column_stack([records.scores[:, layer], np.log(ranks)])))
+    return np.stack(columns, 1)
+
+
+def classifier_exit(records, offsets, probabilities, tau: float) -> tuple[float, float]:
+    """(risk, FLOPs speedup) of exiting after the first layer whose probability is below
+    ``tau``; a candidate that went deeper ranks above every one that stopped earlier."""
+    depth = records.depth
+    exit_layers = np.full(len(records.scores), depth, dtype=np.int64)
+    running = np.ones(len(records.scores), dtype=bool)
+    for layer in range(depth - 1):
+        now = running & (probabilities[:, layer] < tau)
+        exit_layers[now] = layer + 1
+        running &= ~now
+    chosen = records.scores[np.arange(len(exit_layers)), exit_layers - 1]
+    losses = query_losses(exit_layers * 1e6 + chosen, records.scores[:, -1], offsets)
+    spent = float((exit_layers * records.layer_cost).sum())
+    return float(losses.mean()), float(records.layer_cost.sum()) * depth / spent
+
+
 def best_speedup(points, delta: float) -> float:
     """The largest FLOPs speedup among thresholds whose empirical risk is <= delta."""
     return round(max([s for r, s in points if r <= delta] or [1.0]), 3)
@@ -294,7 +409,8 @@ def render(report: dict) -> str:
         "# Early-exit headroom of the ranker's exits",
         "",
         f"Ranker `{report['ranker']}`; {report['queries']} MS MARCO dev queries (unlabelled, "
-        f"not in the reranking benchmark's calibration sample) x their dense top-100 from the "
+        "none the ranker was trained on, none in the reranking benchmark's calibration sample) "
+        "x their dense top-100 from the "
         f"DL19 corpus ({report['pairs']} pairs), every exit recorded at full width. Risk: mean "
         "1 - nDCG@10 against the full ranker's own top 10, measured on these queries with no "
         "calibration margin, so each speedup is an upper bound for a calibrated policy of that "
@@ -321,6 +437,22 @@ def render(report: dict) -> str:
     lines += [
         f"| {e['exit']} | {e['correlation']} | {e['risk_all_stop_here']} |" for e in report["exits"]
     ]
+    if "first_stage_correlation" in report:
+        lines.append(
+            f"| first stage (the bi-encoder's cosine) | {report['first_stage_correlation']} | |"
+        )
+    if CUTOFF in report["frontier"]:
+        lines += [
+            "",
+            f"*{CUTOFF}*: the candidates below rank R are never scored and keep the first "
+            "stage's order under the reranked ones (R from "
+            f"{CUTOFFS[0]} down to {CUTOFFS[-1]}); it is what any cascade gets by cutting the "
+            f"list, with no early exit. *{RANK_AWARE}*: per exit, a logistic regression of "
+            "'in the full ranker's top 10' on that exit's score and the log of the candidate's "
+            "first-stage rank, fitted on the refit queries' recorded exits (no labels); a "
+            "candidate stops at the first exit where the probability is below tau. When the two "
+            "rows match, the speedup comes from the first stage's ranking, not from the exits.",
+        ]
     refit = report.get("refit")
     if refit:
         lines += [
