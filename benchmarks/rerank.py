@@ -386,19 +386,7 @@ def _speed(ranker, levels, base, dipair, calibrations, firsts, passages, args) -
     chosen = [q for q in first if q in queries][: args.speed_queries]
     work = [(queries[q], [passages["dl19"][d] for d in first[q]]) for q in chosen]
     scorers = _scorers(ranker, levels, base, dipair, calibrations, "dl19")
-    pairs = sum(len(docs) for _, docs in work)
-    rates: dict[str, list[float]] = {label: [] for label in scorers}
-    for round_ in range(args.speed_rounds):
-        for label in random.Random(round_).sample(list(scorers), len(scorers)):
-            done, start = 0, time.perf_counter()
-            while True:
-                for text, docs in work:
-                    scorers[label].score(text, docs)
-                done += pairs
-                elapsed = time.perf_counter() - start
-                if elapsed >= args.speed_min_seconds:
-                    break
-            rates[label].append(done / elapsed)
+    rates = interleaved_rates(scorers, work, args.speed_rounds, args.speed_min_seconds)
     full = rates["ElasticRanker full"]
     return {
         label: {
@@ -407,6 +395,28 @@ def _speed(ranker, levels, base, dipair, calibrations, firsts, passages, args) -
         }
         for label, r in rates.items()
     }
+
+
+def interleaved_rates(
+    scorers: dict, work: list, rounds: int, min_seconds: float
+) -> dict[str, list[float]]:
+    """pairs/s of each scorer in each of ``rounds`` rounds over ``work`` (``(query text,
+    passages)`` items): in a round every scorer, in a seeded shuffled order, repeats its passes
+    over all of ``work`` until ``min_seconds`` have gone."""
+    pairs = sum(len(docs) for _, docs in work)
+    rates: dict[str, list[float]] = {label: [] for label in scorers}
+    for round_ in range(rounds):
+        for label in random.Random(round_).sample(list(scorers), len(scorers)):
+            done, start = 0, time.perf_counter()
+            while True:
+                for text, docs in work:
+                    scorers[label].score(text, docs)
+                done += pairs
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            rates[label].append(done / elapsed)
+    return rates
 
 
 def _speed_setup(speed: dict | None) -> str:

@@ -31,6 +31,9 @@ def main(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Calibration JSON to write (use: --policy calibrated:FILE)"
     ),
+    precision: str = typer.Option(
+        "fp32", help="fp32, or bf16 autocast: the precision the policy will be used at"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Pick the most aggressive early-exit threshold whose nDCG@10 drop stays within delta.
@@ -62,7 +65,7 @@ def main(
     judged = read_qrels(qrels) if qrels is not None else None
     data = calibration_queries(candidates, queries, texts, judged, depth=depth)
     result = calibrate(
-        ElasticRanker(model),
+        ElasticRanker(model, precision=precision),
         data,
         PolicyFamily(family, min_layer),
         delta,
@@ -72,7 +75,8 @@ def main(
         progress=not quiet,
     )
     with atomic_file(output) as tmp:
-        tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        written = {**result.to_dict(), "precision": precision}
+        tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     typer.echo(
         f"policy {result.policy.spec} at {result.level}: risk {result.risk:.4f} <= delta "
         f"{delta} on {len(data)} queries, speedup {result.speedup:.2f}x; written {output}"

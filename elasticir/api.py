@@ -161,6 +161,7 @@ class RerankConfig:
     batch_size: int = 32
     token_cache: Path | None = None  # DiPair passage tokens (built from corpus when absent)
     progress: bool = True
+    precision: str = "fp32"  # elastic and bi-encoder stages: fp32, or bf16 autocast
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,10 @@ def rerank(config: RerankConfig) -> RerankResult:
 
     if not config.stages:
         raise ValueError("rerank needs at least one stage")
+    from elasticir.encoders.denser import PRECISIONS
+
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     queries = load_queries(config.topics)
     candidates = {qid: top_k(docs, config.depth) for qid, docs in read_run(config.run).items()}
     first = RunFile(candidates, on_missing=config.on_missing)
@@ -191,6 +196,7 @@ def rerank(config: RerankConfig) -> RerankResult:
             corpus=config.corpus,
             token_cache=config.token_cache,
             progress=config.progress,
+            precision=config.precision,
         )
         stage = Rerank(
             scorer,

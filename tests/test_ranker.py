@@ -27,6 +27,7 @@ from elasticir.rerank.policies import (
     EntropyPolicy,
     FixedLevel,
     PolicyFamily,
+    binary_entropy,
     calibrate,
     calibrate_families,
     calibrate_records,
@@ -530,3 +531,32 @@ def test_fingerprints_name_what_decides_the_scores(ranker: ElasticRanker) -> Non
         shorter.net.heads.out[0].weight.add_(1.0)
     shorter._fingerprint = None
     assert shorter.fingerprint != fingerprint  # one exit head's weights differ
+
+
+def test_bf16_precision_stays_close_to_fp32_and_has_its_own_fingerprint(
+    ranker: ElasticRanker,
+) -> None:
+    """bfloat16 autocast: float32 scores out, close to fp32's, per-query order kept, the same
+    early exits as its own records, and a fingerprint of its own (so caches never mix)."""
+    same = ElasticRanker.from_net(ranker.net, ranker.tokenizer, max_length=64, batch_size=8)
+    bf16 = ElasticRanker.from_net(
+        ranker.net, ranker.tokenizer, max_length=64, batch_size=8, precision="bf16"
+    )
+    assert same.fingerprint == ranker.fingerprint != bf16.fingerprint
+    exact = ranker.score_pairs(PAIRS_Q, PAIRS_P).scores
+    fast = bf16.score_pairs(PAIRS_Q, PAIRS_P).scores
+    assert fast.dtype == np.float32 and not np.array_equal(fast, exact)  # really bf16
+    assert np.abs(fast - exact).max() < 0.05 * exact.std()
+    for q in range(len(QUERIES)):
+        rows = slice(q * len(PASSAGES), (q + 1) * len(PASSAGES))
+        assert np.corrcoef(fast[rows], exact[rows])[0, 1] > 0.99
+    records = bf16.layer_records(PAIRS_Q, PAIRS_P)
+    np.testing.assert_allclose(records.scores[:, -1], fast, atol=1e-5)
+    policy = EntropyPolicy(float(np.median(binary_entropy(torch.from_numpy(records.scores[:, 1])))))
+    exits, scores = simulate(policy, records)
+    out = bf16.score_pairs(PAIRS_Q, PAIRS_P, policy=policy)
+    np.testing.assert_array_equal(out.exit_layers, exits)
+    np.testing.assert_allclose(out.scores, scores, atol=1e-5)
+    assert "bf16" in repr(RankerScorer(bf16)) and "bf16" not in repr(RankerScorer(same))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ElasticRanker.from_net(ranker.net, ranker.tokenizer, precision="fp16")

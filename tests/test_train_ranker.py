@@ -369,3 +369,19 @@ def test_cli_calibrates_and_reranks_with_the_trained_ranker(
     assert all(len(d) == 5 and set(d) <= set(docs) for d in reranked.values())
     result = runner.invoke(app, ["rerank", *common, "--ranker", "elastic", "-q"])
     assert result.exit_code == 2 and "needs a trained ranker" in result.output
+    assert chosen["precision"] == "fp32"  # a calibration holds at the precision it was made at
+    stage = ["--ranker", f"elastic:{straight}", "--policy", f"calibrated:{calibration}", "-q"]
+    result = runner.invoke(app, ["rerank", *common, *stage, "--precision", "bf16"])
+    assert result.exit_code == 2 and "calibrated at fp32 precision" in result.output
+    result = runner.invoke(app, ["rerank", *common, *stage, "--precision", "fp16"])
+    assert result.exit_code == 2 and "precision must be one of" in result.output
+    fast = tmp_path / "bf16.trec"
+    result = runner.invoke(
+        app,
+        ["rerank", *common, "--ranker", f"elastic:{straight}", "--precision", "bf16", "-q"]
+        + ["-o", str(fast)],
+    )
+    assert result.exit_code == 0, result.output
+    assert {q: set(d) for q, d in read_run(fast).items()} == {
+        q: set(d) for q, d in first.items()
+    }  # every candidate rescored, none dropped

@@ -19,8 +19,10 @@ def make_scorer(
     corpus: Path | None = None,
     token_cache: Path | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Scorer:
-    """The scorer of one cascade stage; ``level``/``policy`` apply to the elastic ranker.
+    """The scorer of one cascade stage; ``level``/``policy`` apply to the elastic ranker,
+    ``precision`` (fp32, or bf16 autocast) to the elastic ranker and the bi-encoder.
 
     A DiPair stage reads passage tokens from ``token_cache`` (built there from ``corpus``
     first when absent or unfinished: resumable), or encodes passages on the fly without one.
@@ -31,7 +33,7 @@ def make_scorer(
 
         if policy is not None:
             raise ValueError("--policy applies to the elastic ranker, not to the bi-encoder")
-        return BiEncoderScorer(ElasticDenser(spec.model), level=level)
+        return BiEncoderScorer(ElasticDenser(spec.model, precision=precision), level=level)
     if spec.kind == "elastic":
         from elasticir.rerank.ranker import ElasticRanker, RankerScorer
 
@@ -40,8 +42,9 @@ def make_scorer(
                 "the elastic stage needs a trained ranker: --ranker elastic:MODEL_DIR "
                 "(train one with `elasticir train ranker`)"
             )
-        level, policy = resolve_policy(level, policy)
-        return RankerScorer(ElasticRanker(spec.model, batch_size=batch), level, policy)
+        level, policy = resolve_policy(level, policy, precision)
+        ranker = ElasticRanker(spec.model, batch_size=batch, precision=precision)
+        return RankerScorer(ranker, level, policy)
     if spec.kind == "dipair":
         from elasticir.rerank.dipair import DiPair, DiPairScorer
 
@@ -52,6 +55,11 @@ def make_scorer(
             )
         if policy is not None:
             raise ValueError("--policy applies to the elastic ranker, not to DiPair")
+        if precision != "fp32":
+            raise ValueError(
+                f"--precision {precision} applies to the elastic and biencoder stages; DiPair "
+                "runs in fp32 (it is already ~90x the cross-encoder's pairs/s)"
+            )
         dipair = DiPair.load(spec.model)
         if token_cache is not None:
             if corpus is None:
@@ -61,9 +69,14 @@ def make_scorer(
     raise ValueError(f"the {spec.kind} reranker is not available yet")
 
 
-def resolve_policy(level: str, policy: str | None) -> tuple[str, str | None]:
+def resolve_policy(
+    level: str, policy: str | None, precision: str = "fp32"
+) -> tuple[str, str | None]:
     """``calibrated:FILE.json`` (written by calibration) -> the level and policy it chose;
-    any other spec passes through (see ``elasticir.rerank.policies.parse_policy``)."""
+    any other spec passes through (see ``elasticir.rerank.policies.parse_policy``).
+
+    A calibration holds for the precision it was made at (files without one are fp32): asking
+    for another raises ``ValueError``."""
     import json
 
     from elasticir.data.errors import InputFormatError
@@ -73,13 +86,24 @@ def resolve_policy(level: str, policy: str | None) -> tuple[str, str | None]:
     path = Path(policy.split(":", 1)[1])
     try:
         chosen = json.loads(path.read_text(encoding="utf-8"))
-        return str(chosen["level"]), str(chosen["policy"])
+        level, policy, made_at = (
+            str(chosen["level"]),
+            str(chosen["policy"]),
+            str(chosen.get("precision", "fp32")),
+        )
     except FileNotFoundError:
         raise ValueError(f"{path}: calibration file not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise InputFormatError(
             path, None, 'a calibration JSON with "level" and "policy"', got=str(err)
         ) from err
+    if made_at != precision:
+        raise ValueError(
+            f"{path} was calibrated at {made_at} precision; its guarantee does not carry over "
+            f"to {precision} scores: rerank with --precision {made_at}, or calibrate again "
+            f"with --precision {precision}"
+        )
+    return level, policy
 
 
 def ranker_teacher(model: str) -> Scorer:

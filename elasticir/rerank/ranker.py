@@ -49,6 +49,7 @@ how ``elasticir train ranker`` starts. The object keeps no per-call state and sc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -67,6 +68,7 @@ from torch import nn
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
+from elasticir.encoders.denser import PRECISIONS
 from elasticir.encoders.elastic import (
     check_model,
     default_levels,
@@ -589,6 +591,10 @@ class ElasticRanker:
 
     ``model``: a ranker directory, any BERT-style checkpoint (directory or hub name), or None
     for the packaged all-MiniLM-L6-v2. ``max_length`` defaults to the directory's (256).
+    ``precision="bf16"`` runs the encoder under bfloat16 autocast: about twice the pairs/s on
+    CPUs with AMX or AVX512-BF16, slower on others (``benchmarks/rerank_precision.py``
+    measures both speed and agreement with fp32). Its scores differ slightly from fp32's, so
+    the fingerprint (and any calibration) is per precision.
     """
 
     def __init__(
@@ -598,6 +604,7 @@ class ElasticRanker:
         device: str | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        precision: str = "fp32",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -646,6 +653,7 @@ class ElasticRanker:
             manifest=manifest,
             device=device,
             batch_size=batch_size,
+            precision=precision,
         )
 
     @classmethod
@@ -661,6 +669,7 @@ class ElasticRanker:
         model_name: str = "in-memory ranker",
         device: str | None = None,
         batch_size: int = 32,
+        precision: str = "fp32",
     ) -> ElasticRanker:
         """A ranker around modules already in memory (training uses this); no copy is made."""
         self = cls.__new__(cls)
@@ -677,6 +686,7 @@ class ElasticRanker:
             manifest={},
             device=device,
             batch_size=batch_size,
+            precision=precision,
         )
         return self
 
@@ -694,7 +704,10 @@ class ElasticRanker:
         manifest: dict[str, Any],
         device: str | None,
         batch_size: int,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {max_length}")
         if batch_size < 1:
@@ -707,6 +720,7 @@ class ElasticRanker:
         self.net.to(self.device).eval()
         self.max_length = max_length
         self.batch_size = batch_size
+        self.precision = precision
         self.heads_trained = heads_trained
         self.has_classifier = has_classifier
         self.manifest = manifest
@@ -724,9 +738,13 @@ class ElasticRanker:
     @property
     def fingerprint(self) -> str:
         """16 hex digits naming what decides this ranker's scores: every weight (trunk, exit
-        heads, exit classifier) and ``max_length``; equal fingerprints score alike."""
+        heads, exit classifier), ``max_length`` and, when not fp32, the precision; equal
+        fingerprints score alike."""
         if self._fingerprint is None:
-            digest = hashlib.sha256(f"max_length={self.max_length}".encode())
+            prefix = f"max_length={self.max_length}"
+            if self.precision != "fp32":
+                prefix += f";precision={self.precision}"
+            digest = hashlib.sha256(prefix.encode())
             for name, tensor in sorted(self.net.state_dict().items()):
                 data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
                 digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -805,7 +823,7 @@ class ElasticRanker:
         depth = sub_network(self.config, level).depth
         for rows in _batches(lengths, batch_size or self.batch_size):
             batch = _pad(ids, types, rows, self._pad_id, self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 batch_scores, batch_exits = self._run(*batch, level, depth, exit_policy)
             scores[rows] = batch_scores.float().cpu().numpy()
             exits[rows] = batch_exits.cpu().numpy()
@@ -962,7 +980,7 @@ class ElasticRanker:
         ``keep_states`` returns the batch's exit states ``(rows, depth + 1, hidden)``."""
         depth = scores.shape[1]
         input_ids, token_types, mask = _pad(ids, types, rows, self._pad_id, self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             layer_scores, states = self.net.exit_outputs(input_ids, token_types, mask, level)
             cosines = [F.cosine_similarity(states[i + 1], states[i], dim=-1) for i in range(depth)]
             scores[rows] = layer_scores.float().cpu().numpy()
@@ -974,6 +992,12 @@ class ElasticRanker:
                 ]
                 probabilities[rows] = torch.stack(probs, 1).float().cpu().numpy()
             return torch.stack(states, 1).float().cpu().numpy() if keep_states else None
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast for ``precision="bf16"`` (scores come back as float32)."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _layer_costs(self, lengths: np.ndarray, width: int) -> np.ndarray:
         level = Level(depth=1, width=width)
@@ -1188,4 +1212,8 @@ class RankerScorer(Reranker):
 
     def __repr__(self) -> str:
         policy = "" if self.policy is None else f", policy={self.policy.spec!r}"
-        return f"RankerScorer({self.ranker.model_name!r}, level={str(self.level)!r}{policy})"
+        precision = "" if self.ranker.precision == "fp32" else f", {self.ranker.precision}"
+        return (
+            f"RankerScorer({self.ranker.model_name!r}, level={str(self.level)!r}{policy}"
+            f"{precision})"
+        )
