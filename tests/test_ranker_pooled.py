@@ -157,6 +157,30 @@ def test_pooled_early_exit_matches_the_records(ranker: ElasticRanker) -> None:
     np.testing.assert_allclose(out.scores, scores, atol=1e-4)
 
 
+def test_pooled_bf16_builds_its_attention_bias_in_bf16_and_stays_close(
+    ranker: ElasticRanker,
+) -> None:
+    """At bf16 the gated attention bias is built in bfloat16 (no full-size fp32 tensor to cast
+    at every layer); the scores stay close to fp32's and keep each query's order."""
+    bf16 = ElasticRanker.from_net(
+        ranker.net, ranker.tokenizer, max_length=128, batch_size=4, device="cpu", precision="bf16"
+    )
+    ids, types = bf16._encode(PAIRS_Q[:2], PAIRS_P[:2])
+    batch = _pad(ids, types, np.arange(2), bf16._pad_id, bf16.device)
+    with torch.inference_mode(), bf16._autocast():
+        _, masks = bf16.net.start(*batch)
+    assert masks.cross.dtype == masks.pad.dtype == torch.bfloat16
+    _, masks = ranker.net.start(*batch)
+    assert masks.cross.dtype == torch.float32  # outside autocast nothing changes
+    exact = ranker.score_pairs(PAIRS_Q, PAIRS_P).scores
+    fast = bf16.score_pairs(PAIRS_Q, PAIRS_P).scores
+    assert not np.array_equal(fast, exact)
+    assert np.abs(fast - exact).max() < 0.05 * exact.std()
+    for q in range(len(QUERIES)):
+        rows = slice(q * len(PASSAGES), (q + 1) * len(PASSAGES))
+        assert (np.argsort(-fast[rows]) == np.argsort(-exact[rows])).all()
+
+
 def test_pooled_ranker_saves_and_loads(ranker: ElasticRanker, tmp_path: Path) -> None:
     path = ranker.save(tmp_path / "pooled")
     manifest = json.loads((path / "elasticir.json").read_text())

@@ -277,7 +277,12 @@ class RankerNet(nn.Module):
         offset = (mask.to(torch.bool) & ~second).sum(dim=1, keepdim=True)
         positions = torch.where(second, index - offset, index).clamp(min=0)
         hidden = embed(self.encoder, input_ids, torch.zeros_like(input_ids), positions)
-        return hidden, PairMasks.segments(mask, second, hidden.dtype)
+        device = hidden.device.type
+        # under autocast the attention runs in its lower dtype: build the bias in it too
+        dtype = (
+            torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        )
+        return hidden, PairMasks.segments(mask, second, dtype)
 
     def step(
         self, index: int, hidden: torch.Tensor, masks: PairMasks, level: Level | str
@@ -287,8 +292,8 @@ class RankerNet(nn.Module):
         bias = None
         if self.gates is not None and masks.cross is not None and masks.pad is not None:
             heads = sub_network(self.config, level).heads
-            gate = self.gates[index, :heads].to(hidden.dtype).view(1, heads, 1, 1)
-            bias = masks.cross * gate + masks.pad
+            gate = self.gates[index, :heads].to(masks.cross.dtype).view(1, heads, 1, 1)
+            bias = torch.addcmul(masks.pad, masks.cross, gate)  # one pass over (rows, heads, t, t)
         return layer_step(self.encoder, index, hidden, masks.mask, level, attention_bias=bias)
 
     def state(self, hidden: torch.Tensor, masks: PairMasks) -> torch.Tensor:
