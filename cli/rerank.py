@@ -47,7 +47,7 @@ def main(
     precision: str = typer.Option(
         "fp32",
         help="fp32, or bf16 autocast for the elastic and biencoder stages (about 2x faster on "
-        "CPUs with AMX/AVX512-BF16, slower on others; scores differ slightly)",
+        "CPUs with AMX/AVX512-BF16, likely slower without them; scores differ slightly)",
     ),
     token_cache: Path = typer.Option(
         None,

@@ -597,7 +597,7 @@ class ElasticRanker:
     ``model``: a ranker directory, any BERT-style checkpoint (directory or hub name), or None
     for the packaged all-MiniLM-L6-v2. ``max_length`` defaults to the directory's (256).
     ``precision="bf16"`` runs the encoder under bfloat16 autocast: about twice the pairs/s on
-    CPUs with AMX or AVX512-BF16, slower on others (``benchmarks/rerank_precision.py``
+    CPUs with AMX or AVX512-BF16, likely slower without (``benchmarks/rerank_precision.py``
     measures both speed and agreement with fp32). Its scores differ slightly from fp32's, so
     the fingerprint (and any calibration) is per precision.
     """
