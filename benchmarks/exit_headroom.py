@@ -447,12 +447,16 @@ def render(report: dict) -> str:
             f"*{CUTOFF}*: the candidates below rank R are never scored and keep the first "
             "stage's order under the reranked ones (R from "
             f"{CUTOFFS[0]} down to {CUTOFFS[-1]}); it is what any cascade gets by cutting the "
-            f"list, with no early exit. *{RANK_AWARE}*: per exit, a logistic regression of "
+            "list, with no early exit.",
+        ]
+    if RANK_AWARE in report["frontier"]:
+        lines[-1] += (
+            f" *{RANK_AWARE}*: per exit, a logistic regression of "
             "'in the full ranker's top 10' on that exit's score and the log of the candidate's "
             "first-stage rank, fitted on the refit queries' recorded exits (no labels); a "
             "candidate stops at the first exit where the probability is below tau. When the two "
-            "rows match, the speedup comes from the first stage's ranking, not from the exits.",
-        ]
+            "rows match, the speedup comes from the first stage's ranking, not from the exits."
+        )
     refit = report.get("refit")
     if refit:
         lines += [

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from foundation import machine  # noqa: E402
-from rerank import _cut, _passages, interleaved_rates  # noqa: E402
+from rerank import _cut, _passages, interleaved_rates, median_rates  # noqa: E402
 
 from elasticir.data import get_dataset, read_run  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
@@ -122,15 +121,9 @@ def main() -> None:
         "command": "python benchmarks/pooled_bias.py " + " ".join(sys.argv[1:]),
         "setup": {"queries": len(work), "rounds": args.rounds, "min_seconds": args.min_seconds},
         "fp32_scores_identical": identical,
-        "speed": {
-            label: {
-                "pairs_per_s": round(statistics.median(r), 1),
-                "vs_two_pass": round(statistics.median([x / o for o, x in zip(rates[old], r)]), 2),
-            }
-            for label, r, old in (
-                (label, r, f"{OLD}, {label.rsplit(', ', 1)[1]}") for label, r in rates.items()
-            )
-        },
+        "speed": median_rates(
+            rates, lambda label: f"{OLD}, {label.rsplit(', ', 1)[1]}", "vs_two_pass"
+        ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

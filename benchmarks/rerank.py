@@ -387,11 +387,16 @@ def _speed(ranker, levels, base, dipair, calibrations, firsts, passages, args) -
     work = [(queries[q], [passages["dl19"][d] for d in first[q]]) for q in chosen]
     scorers = _scorers(ranker, levels, base, dipair, calibrations, "dl19")
     rates = interleaved_rates(scorers, work, args.speed_rounds, args.speed_min_seconds)
-    full = rates["ElasticRanker full"]
+    return median_rates(rates, lambda label: "ElasticRanker full", "speedup_vs_full")
+
+
+def median_rates(rates: dict[str, list[float]], baseline, key: str) -> dict:
+    """Per scorer: its median pairs/s over rounds and, under ``key``, the median over rounds
+    of its rate over ``baseline(label)``'s in the same round."""
     return {
         label: {
             "pairs_per_s": round(statistics.median(r), 1),
-            "speedup_vs_full": round(statistics.median([x / f for f, x in zip(full, r)]), 2),
+            key: round(statistics.median([x / b for b, x in zip(rates[baseline(label)], r)]), 2),
         }
         for label, r in rates.items()
     }

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from foundation import DL_MEASURES, encode, log, machine  # noqa: E402
-from rerank import _consistency, _cut, _dense, _passages, interleaved_rates  # noqa: E402
+from rerank import (  # noqa: E402
+    _consistency,
+    _cut,
+    _dense,
+    _passages,
+    interleaved_rates,
+    median_rates,
+)
 
 from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
@@ -143,14 +149,7 @@ def _speed(scorers: dict, first: dict, queries, passages, args) -> dict:
     chosen = [q for q in first if q in texts][: args.speed_queries]
     work = [(texts[q], [passages[d] for d in first[q]]) for q in chosen]
     rates = interleaved_rates(scorers, work, args.speed_rounds, args.speed_min_seconds)
-    out = {}
-    for label, r in rates.items():
-        exact = rates[label.replace("bf16", "fp32")]
-        out[label] = {
-            "pairs_per_s": round(statistics.median(r), 1),
-            "vs_fp32": round(statistics.median([x / f for f, x in zip(exact, r)]), 2),
-        }
-    return out
+    return median_rates(rates, lambda label: label.replace("bf16", "fp32"), "vs_fp32")
 
 
 def render(report: dict) -> str:
