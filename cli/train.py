@@ -411,6 +411,20 @@ def ranker(
         help="Folder for the anchor corpus's bi-encoder vectors and BM25 index (default: "
         "$ELASTICIR_CACHE or ~/.cache/elasticir)",
     ),
+    judged: str = typer.Option(
+        None,
+        help="Cross-validation over a benchmark's own judgements: a dataset with qrels (e.g. "
+        "msmarco-dl19) whose queries are split into --folds folds; the judgements of every "
+        "fold but --fold train the ranker, and the model records which queries it must only "
+        "be evaluated on (benchmarks/rerank_cv.py)",
+    ),
+    folds: int = typer.Option(None, help="Folds of --judged (5)"),
+    fold: int = typer.Option(None, help="The held-out fold of --judged, 0-based (0)"),
+    init_from: Path = typer.Option(
+        None,
+        help="Fine-tune a trained ranker directory instead of starting from --model (its "
+        "levels and exit heads are kept; the head kind must match)",
+    ),
     seed: int = typer.Option(None, help="Seed of every random choice (13)"),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (100)"),
     threads: int = typer.Option(None, help="Torch threads (default: torch's)"),
@@ -423,7 +437,8 @@ def ranker(
     teacher scores, self-distillation from the deepest exit; COST-EFF gradient rescaling),
     over full, smallest and one random width per step; a small CALM exit classifier is then
     fitted on held-out training queries. Data: ../shared/data/train (never DL19 or nq-open
-    judgements or questions), plus --anchor-queries. Seeded and resumable: rerun the same
+    judgements or questions), plus --anchor-queries, plus with --judged the judgements of
+    every cross-validation fold but the held-out one. Seeded and resumable: rerun the same
     command after a kill.
     """
     from dataclasses import replace
@@ -444,6 +459,10 @@ def ranker(
         "anchor_corpus": anchor_corpus,
         "anchor_bm25_weight": anchor_bm25_weight,
         "cache": cache,
+        "judged": judged,
+        "judged_folds": folds,
+        "judged_fold": fold,
+        "init_from": init_from,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
         "threads": threads,

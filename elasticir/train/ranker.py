@@ -1,7 +1,8 @@
 """Training ElasticRanker: every exit, at every trained width, on labelled ranking groups.
 
-**Data** (``<data_root>/train``; never the DL19 judgements nor the nq-open questions, and any
-group whose query text equals an evaluation question is dropped all the same): each source
+**Data** (``<data_root>/train``; never the DL19 judgements nor the nq-open questions, except
+the cross-validation folds of ``judged`` below, and any group of these files whose query text
+equals an evaluation question is dropped all the same): each source
 becomes *groups* of one query, one positive and its negatives, with teacher scores where the
 source has them (the files are parsed by :mod:`elasticir.train.data`; the groups are built here).
 
@@ -19,6 +20,14 @@ source              file(s)                                      negatives / tea
                                                                  sentences; no
 ``medquad``         ``medquad-qa.jsonl.gz`` (optional, weak)     none; no
 =================== ============================================ =========================
+
+With ``judged`` set (a dataset with qrels, e.g. ``msmarco-dl19``), :mod:`elasticir.train.judged`
+adds that benchmark's own judgements for cross-validation: the queries are split into
+``judged_folds`` folds, every fold but ``judged_fold`` gives labelled groups (source ``judged``;
+the grades are the teacher scores), and the model records the training and held-out query ids,
+so it is only ever evaluated on its held-out fold (``benchmarks/rerank_cv.py``). With
+``init_from`` a trained ranker is fine-tuned instead of starting from the base encoder; an
+empty ``sources`` list trains on the judged and/or anchor groups alone.
 
 With ``anchor_queries > 0``, :mod:`elasticir.train.anchor` adds that many *unlabelled* groups
 (source ``msmarco-dev-anchor``): MS MARCO dev queries over ``anchor_corpus``'s passages, the
@@ -153,6 +162,14 @@ SOURCES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_SOURCES = ("msmarco-triples", "msmarco-teacher", "nq-teacher", "wikiqa", "trecqa")
 WEIGHTINGS = ("linear", "uniform")
+JUDGED_FIELDS = (
+    "judged",
+    "judged_folds",
+    "judged_fold",
+    "judged_fold_seed",
+    "judged_relevance",
+    "judged_per_query",
+)
 LOSS_NAMES = ("listwise", "teacher", "self_distill", "pointwise", "total")
 
 
@@ -215,6 +232,13 @@ class RankerTrainConfig(TrainConfigFile):
     anchor_corpus: str = "msmarco-dl19"
     anchor_depth: int = 32
     anchor_bm25_weight: float = 0.0
+    judged: str | None = None
+    judged_folds: int = 5
+    judged_fold: int = 0
+    judged_fold_seed: int = 0
+    judged_relevance: int = 2
+    judged_per_query: int = 32
+    init_from: Path | None = None
     cache: Path | None = None
     checkpoint_every: int = 100
     threads: int | None = None
@@ -236,14 +260,36 @@ class RankerTrainConfig(TrainConfigFile):
             for name in ("head", "gate_init", "gate_lr"):
                 values.pop(name)
         drop_unused_anchor_fields(self, values)  # as do runs without anchors
+        if self.judged is None:  # and runs without judged folds
+            for name in JUDGED_FIELDS:
+                values.pop(name)
+        if self.init_from is None:
+            values.pop("init_from")
+        else:  # the starting weights are keyed by their fingerprint (in the data record)
+            values["init_from"] = "ranker"
         return values
 
     def __post_init__(self) -> None:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        self._settle_paths("data_root", "cache")
-        put("sources", check_names("sources", self.sources, tuple(SOURCES)))
+        self._settle_paths("data_root", "cache", "init_from")
+        if tuple(self.sources) == () and (self.judged is not None or self.anchor_queries):
+            put("sources", ())  # judged folds and/or anchors only
+        else:
+            put("sources", check_names("sources", self.sources, tuple(SOURCES)))
+        if self.judged is not None:
+            if not isinstance(self.judged, str) or not self.judged:
+                raise ValueError(f"judged names a dataset with qrels, got {self.judged!r}")
+            check_int("judged_folds", self.judged_folds, 2)
+            check_int("judged_fold", self.judged_fold, 0)
+            check_int("judged_fold_seed", self.judged_fold_seed, 0)
+            check_int("judged_relevance", self.judged_relevance, 1)
+            check_int("judged_per_query", self.judged_per_query)
+            if self.judged_fold >= self.judged_folds:
+                raise ValueError(
+                    f"judged_fold is 0-based: in [0, {self.judged_folds}), got {self.judged_fold}"
+                )
         if self.levels is not None:
             put("levels", check_levels(self.levels))
             mixed = [lv for lv in self.levels if Level(lv).width is None]
@@ -516,13 +562,27 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
 
         spec = anchor_data(config, root, config.cache)
         mined, anchor = anchor_groups(spec, banned, progress=progress, threads=config.threads)
-        counts[ANCHOR_SOURCE] = {
-            "groups": len(mined),
-            "pairs_available": sum(1 + len(g.negatives) for g in mined),
-            "with_teacher": len(mined),
-            "excluded_eval_overlap": 0,
-        }
+        counts[ANCHOR_SOURCE] = _added_counts(mined)
         groups.extend(mined)
+    judged = None
+    if config.judged is not None:
+        from elasticir.train.judged import JUDGED_SOURCE, JudgedData, judged_groups
+
+        judged_spec = JudgedData(
+            dataset=config.judged,
+            folds=config.judged_folds,
+            fold=config.judged_fold,
+            fold_seed=config.judged_fold_seed,
+            relevance=config.judged_relevance,
+            per_query=config.judged_per_query,
+            seed=config.seed,
+            data_root=root,
+        )
+        # deliberately not filtered by ``banned``: these are the benchmark's own queries, and
+        # only the training folds' (the held-out fold is recorded and never read)
+        found, judged = judged_groups(judged_spec)
+        counts[JUDGED_SOURCE] = _added_counts(found)
+        groups.extend(found)
     if not groups:
         raise ValueError("no training groups found in the configured sources")
     queries = sorted({g.query for g in groups})
@@ -555,8 +615,53 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
     }
     if anchor is not None:
         data["anchor"] = anchor
+    if judged is not None:
+        data["judged"] = judged
+    if config.init_from is not None:
+        data["init_from"] = _init_record(config.init_from)
     key = _digest({"data": data_digest, "config": config.training_fields()})
     return TrainingGroups(config, train, holdout, pools, data, key)
+
+
+def _added_counts(groups: list[RankingGroup]) -> dict[str, int]:
+    """The data record's counts for groups that carry teacher scores and are never filtered
+    by the evaluation-question ban (anchor and judged groups)."""
+    return {
+        "groups": len(groups),
+        "pairs_available": sum(1 + len(g.negatives) for g in groups),
+        "with_teacher": len(groups),
+        "excluded_eval_overlap": 0,
+    }
+
+
+def _init_record(path: Path) -> dict[str, Any]:
+    """What a fine-tuning run starts from: the ranker's path and weight fingerprint."""
+    from elasticir.rerank.ranker import ElasticRanker
+
+    ranker = ElasticRanker(path, device="cpu")
+    return {"path": str(Path(path).resolve()), "fingerprint": ranker.fingerprint}
+
+
+def _start_net(
+    config: RankerTrainConfig, groups: TrainingGroups, device: torch.device | str
+) -> tuple[RankerNet, Any, Importance | None, tuple[Level, ...] | None]:
+    """The net training starts from: :func:`initial_net`, or with ``init_from`` a trained
+    ranker's (its neurons already ordered, its exit heads and levels kept)."""
+    if config.init_from is None:
+        net, tokenizer, importance = initial_net(config, groups, device)
+        return net, tokenizer, importance, None
+    from elasticir.rerank.ranker import ElasticRanker
+
+    ranker = ElasticRanker(config.init_from, device=str(device))
+    if ranker.fingerprint != groups.data["init_from"]["fingerprint"]:
+        raise ValueError(f"{config.init_from} changed while this run was being set up")
+    kind = (ranker.manifest.get("exits") or {}).get("kind", "cls")
+    if kind != config.head:
+        raise ValueError(
+            f"init_from={config.init_from} has a {kind!r} head, but the config says "
+            f"head={config.head!r}"
+        )
+    return ranker.net, ranker.tokenizer, None, tuple(ranker.levels)
 
 
 def _stable_hash(text: str) -> int:
@@ -890,9 +995,9 @@ def _train(
     on_step: Callable[[int, dict[str, dict[str, float]]], None] | None,
 ) -> Path:
     device = _device(config)
-    net, tokenizer, importance = initial_net(config, groups, device)
+    net, tokenizer, importance, start_levels = _start_net(config, groups, device)
     menu = level_menu(net.config, config.levels) if config.levels is not None else None
-    ranker_levels = menu if menu is not None else default_levels(net.config)
+    ranker_levels = menu if menu is not None else start_levels or default_levels(net.config)
     widths = sorted({lv.width for lv in ranker_levels} | {100}, reverse=True)
     if not config.sandwich:
         widths = sorted({Level(lv).width for lv in config.levels or ()}, reverse=True)
@@ -945,8 +1050,8 @@ def _train(
         "seconds_per_step": round(seconds / max(1, len(history)), 3),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "importance_pairs": importance.num_texts,
-        "importance_tokens": importance.num_tokens,
+        "importance_pairs": importance.num_texts if importance is not None else None,
+        "importance_tokens": importance.num_tokens if importance is not None else None,
         "final_losses": _final_losses(history, config.steps),
         "exit_classifier": classifier_stats,
     }

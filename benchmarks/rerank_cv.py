@@ -1,0 +1,230 @@
+"""ElasticRanker trained on DL19's own judgements, reported by k-fold cross-validation.
+
+    for f in 0 1 2 3 4; do elasticir train ranker -c configs/ranker-minilm-dl19cv-base.json \\
+        --fold $f --output models/ranker-minilm-dl19cv-base-f$f; done   # ~11 min each
+    python benchmarks/rerank_cv.py --fold-model models/ranker-minilm-dl19cv-base-f0 ... \\
+        --fold-model models/ranker-minilm-dl19cv-base-f4 --reference models/ranker-minilm-anchor
+
+Each ``--fold-model`` was trained with ``elasticir train ranker --judged msmarco-dl19 --fold F``
+(:mod:`elasticir.train.judged`): on the judgements of every fold but ``F``. Here each fold's
+queries are reranked by that fold's model only, the folds' runs are merged, and the merged run
+is evaluated. The script refuses a model whose training queries include a query it would
+rerank, and models of different splits. With fewer models than folds, only their folds'
+queries are evaluated (the report says how many), and every row is restricted to them.
+
+In one run: the two DL19 first stages of ``benchmarks/rerank.py`` (the shipped BM25 top-100,
+the base bi-encoder's dense top-100), the bi-encoder's own scores over each, the
+``--reference`` ranker at full compute (one that never saw a DL19 judgement; its other levels
+are in ``results/rerank.md``) and the cross-validated rankers at each ``--levels`` level;
+nDCG@10 and RR@10, per fold and merged, with paired-bootstrap intervals of the
+cross-validated full ranker against every other row. Speed is not measured: a cross-validated
+model has the reference's architecture and cost (``benchmarks/rerank.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from denser import paired_bootstrap  # noqa: E402
+from foundation import DL_MEASURES, encode, log, machine  # noqa: E402
+from rerank import _cut, _dense, _passages  # noqa: E402
+
+from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
+from elasticir.data.topics import read_topics  # noqa: E402
+from elasticir.encoders.denser import ElasticDenser  # noqa: E402
+from elasticir.encoders.levels import FULL  # noqa: E402
+from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
+from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
+from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
+from elasticir.train.judged import assign_folds, held_out_queries  # noqa: E402
+
+NDCG = "nDCG@10"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--fold-model",
+        action="append",
+        required=True,
+        help="A ranker trained with --judged msmarco-dl19 --fold F; one per fold",
+    )
+    parser.add_argument("--reference", default=None, help="A ranker that never saw DL19 judgements")
+    parser.add_argument("--levels", default="full", help="Comma-separated levels (full)")
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("results/rerank-cv"))
+    args = parser.parse_args()
+
+    dl = get_dataset("msmarco-dl19")
+    queries = read_topics(dl.queries)
+    qrels = read_qrels(dl.qrels)
+    folds = _check_folds(args.fold_model, [q.query_id for q in queries if qrels.get(q.query_id)])
+    evaluated = sorted(q for held in folds.values() for q in held)
+    qrels = {q: qrels[q] for q in evaluated}
+    queries = [q for q in queries if q.query_id in set(evaluated)]
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report["setup"] = {
+        "fold_models": {path: sorted(held) for path, held in folds.items()},
+        "reference": args.reference,
+        "queries": len(evaluated),
+        "levels": levels,
+        "depth": args.depth,
+        "out": str(args.out),
+    }
+
+    log("first stages")
+    base = ElasticDenser()
+    vectors = EmbeddingStore(encode(base, dl.corpus, "dl19")).load()
+    passages = _passages([dl.corpus])
+    ids = set(evaluated)
+    firsts = {
+        "BM25 top-100 (shipped run)": _cut(read_run(dl.runs["bm25"]), args.depth, ids),
+        "dense top-100": _dense(base, vectors, queries, args.depth),
+    }
+    reference = ElasticRanker(args.reference) if args.reference else None
+    models = {path: ElasticRanker(path) for path in folds}
+    tables = {}
+    for name, first in firsts.items():
+        log(f"reranking: {name}")
+        runs = {"first stage": first}
+        runs["bi-encoder scores"] = _rerank(first, queries, passages, BiEncoderScorer(base))
+        if reference is not None:  # its other levels are in results/rerank.md
+            runs["reference ranker full"] = _rerank(
+                first, queries, passages, RankerScorer(reference)
+            )
+        for level in levels:
+            merged: dict = {}
+            for path, held in folds.items():
+                own = [q for q in queries if q.query_id in held]
+                scorer = RankerScorer(models[path], level=level)
+                merged.update(_rerank(first, own, passages, scorer))
+            runs[f"cross-validated ranker {level}"] = merged
+        tables[name] = _table(runs, qrels, folds, level=FULL if FULL in levels else levels[0])
+    report["quality"] = tables
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(render(report))
+    print(render(report))
+
+
+def _check_folds(paths: list[str], judged_ids: list[str]) -> dict[str, set[str]]:
+    """``{model path: the queries it reranks}``, after checking that every model comes from
+    the same split of DL19's judged queries, holds out a different fold, and never trained on
+    a query it reranks."""
+    out: dict[str, set[str]] = {}
+    split = None
+    for path in paths:
+        manifest = ElasticRanker(path).manifest
+        record = held_out_queries(manifest)
+        if record is None or record[0] != "msmarco-dl19":
+            raise SystemExit(f"{path}: not trained with --judged msmarco-dl19")
+        _, train, held = record
+        judged = (manifest["training"]["data"]).get("judged", {})
+        key = (judged["folds"], judged["fold_seed"])
+        if split is not None and key != split:
+            raise SystemExit(f"{path}: split {key} differs from the other models' {split}")
+        split = key
+        expected = assign_folds(judged_ids, judged["folds"], judged["fold_seed"])
+        if held != {q for q, f in expected.items() if f == judged["fold"]}:
+            raise SystemExit(f"{path}: its held-out queries are not fold {judged['fold']}")
+        if train & held:
+            raise SystemExit(f"{path}: trained on {len(train & held)} of its held-out queries")
+        taken = {q for other in out.values() for q in other} & held
+        if taken:
+            raise SystemExit(f"{path}: fold {judged['fold']} is given twice")
+        out[path] = held
+    return out
+
+
+def _rerank(first: dict, queries, passages, scorer) -> dict:
+    wanted = {q.query_id for q in queries}
+    run = {q: d for q, d in first.items() if q in wanted}
+    return (RunFile(run) >> Rerank(scorer, passages)).run(queries)
+
+
+def _table(runs: dict, qrels: dict, folds: dict, level: str) -> dict:
+    """Every run's measures over all evaluated queries and per fold, and paired intervals of
+    the cross-validated ranker at ``level`` against the other rows."""
+    per_query = {label: evaluate_per_query(run, qrels, DL_MEASURES) for label, run in runs.items()}
+    table: dict = {}
+    for label, run in runs.items():
+        row = {name: round(v, 4) for name, v in evaluate(run, qrels, DL_MEASURES).items()}
+        row["folds"] = {
+            Path(path).name: round(
+                sum(per_query[label][q][NDCG] for q in held) / max(1, len(held)), 4
+            )
+            for path, held in folds.items()
+        }
+        table[label] = row
+    ours = f"cross-validated ranker {level}"
+    mine = {q: v[NDCG] for q, v in per_query[ours].items()}
+    for label in runs:
+        if label == ours:
+            continue
+        theirs = {q: v[NDCG] for q, v in per_query[label].items()}
+        low, high = paired_bootstrap(theirs, mine)
+        gain = 100 * (sum(mine.values()) - sum(theirs.values())) / len(mine)
+        table[label]["cv_gain_points"] = {
+            "gain": round(gain, 2),
+            "ci95": [round(low, 2), round(high, 2)],
+        }
+    return table
+
+
+def render(report: dict) -> str:
+    setup = report["setup"]
+    lines = [
+        "# ElasticRanker trained on DL19 judgements, by cross-validation over its queries",
+        "",
+        f"Machine: {report['machine']}. Run {report['started']} to {report['finished']}. "
+        "Regenerate: `python benchmarks/rerank_cv.py "
+        + " ".join(f"--fold-model {p}" for p in setup["fold_models"])
+        + (f" --reference {setup['reference']}" if setup["reference"] else "")
+        + (f" --levels {','.join(setup['levels'])}" if setup["levels"] != ["full"] else "")
+        + f" --out {setup['out']}`.",
+        "",
+        f"{setup['queries']} DL19 queries, each reranked only by the model of its own fold, "
+        "which never saw its judgements:",
+        "",
+    ]
+    for path, held in setup["fold_models"].items():
+        lines.append(f"- `{path}`: {len(held)} queries ({', '.join(held)})")
+    lines.append("")
+    for name, table in report["quality"].items():
+        names = list(next(iter(table.values())))
+        measures = [m for m in names if m not in ("folds", "cv_gain_points")]
+        fold_names = list(next(iter(table.values()))["folds"])
+        lines += [f"## DL19, {name}", ""]
+        header = ["reranker", *measures, "CV ranker gain, nDCG@10 points (95% CI)"]
+        header += [f"nDCG@10 {f}" for f in fold_names]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for label, row in table.items():
+            gain = row.get("cv_gain_points")
+            gain_text = (
+                f"{gain['gain']:+.2f} ({gain['ci95'][0]:+.2f} to {gain['ci95'][1]:+.2f})"
+                if gain
+                else ""
+            )
+            cells = [label, *(f"{row[m]:.4f}" for m in measures), gain_text]
+            cells += [f"{row['folds'][f]:.4f}" for f in fold_names]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(
+        "*CV ranker gain*: the cross-validated ranker's mean nDCG@10 minus the row's, in "
+        "points, with a 95% paired-bootstrap interval over the queries."
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
