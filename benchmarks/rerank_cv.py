@@ -42,8 +42,8 @@ from elasticir.encoders.levels import FULL  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
-from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
-from elasticir.train.judged import assign_folds, held_out_queries  # noqa: E402
+from elasticir.rerank.ranker import ElasticRanker, RankerScorer, read_manifest  # noqa: E402
+from elasticir.train.judged import assign_folds, judged_record  # noqa: E402
 
 NDCG = "nDCG@10"
 
@@ -123,24 +123,21 @@ def _check_folds(paths: list[str], judged_ids: list[str]) -> dict[str, set[str]]
     out: dict[str, set[str]] = {}
     split = None
     for path in paths:
-        manifest = ElasticRanker(path).manifest
-        record = held_out_queries(manifest)
-        if record is None or record[0] != "msmarco-dl19":
+        record = judged_record(read_manifest(path))
+        if record is None or record["dataset"] != "msmarco-dl19":
             raise SystemExit(f"{path}: not trained with --judged msmarco-dl19")
-        _, train, held = record
-        judged = (manifest["training"]["data"]).get("judged", {})
-        key = (judged["folds"], judged["fold_seed"])
+        train, held = set(record["train_query_ids"]), set(record["held_out_query_ids"])
+        key = (record["folds"], record["fold_seed"])
         if split is not None and key != split:
             raise SystemExit(f"{path}: split {key} differs from the other models' {split}")
         split = key
-        expected = assign_folds(judged_ids, judged["folds"], judged["fold_seed"])
-        if held != {q for q, f in expected.items() if f == judged["fold"]}:
-            raise SystemExit(f"{path}: its held-out queries are not fold {judged['fold']}")
+        expected = assign_folds(judged_ids, record["folds"], record["fold_seed"])
+        if held != {q for q, f in expected.items() if f == record["fold"]}:
+            raise SystemExit(f"{path}: its held-out queries are not fold {record['fold']}")
         if train & held:
             raise SystemExit(f"{path}: trained on {len(train & held)} of its held-out queries")
-        taken = {q for other in out.values() for q in other} & held
-        if taken:
-            raise SystemExit(f"{path}: fold {judged['fold']} is given twice")
+        if {q for other in out.values() for q in other} & held:
+            raise SystemExit(f"{path}: fold {record['fold']} is given twice")
         out[path] = held
     return out
 

@@ -21,8 +21,8 @@ from elasticir.train.judged import (
     JUDGED_SOURCE,
     JudgedData,
     assign_folds,
-    held_out_queries,
     judged_groups,
+    judged_record,
     split_queries,
 )
 from elasticir.train.ranker import RankerTrainConfig, load_groups, train_ranker
@@ -118,15 +118,18 @@ def test_fine_tuning_on_a_fold_records_what_it_saw(
     path = train_ranker(tuned, progress=False)
     model, first = ElasticRanker(path), ElasticRanker(root / "start")
     assert [str(lv) for lv in model.levels] == [str(lv) for lv in first.levels]
-    dataset, train, held = held_out_queries(model.manifest)
-    assert dataset == "msmarco-dl19" and train and held and not train & held
+    record = judged_record(model.manifest)
+    train, held = set(record["train_query_ids"]), set(record["held_out_query_ids"])
+    assert record["dataset"] == "msmarco-dl19" and record["fold"] == 3
+    assert train and held and not train & held
     assert held == set(split_queries(sorted(train | held), 5, 3)[1])
     before = load_file(str(root / "start" / "model.safetensors"))
     after = load_file(str(path / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it was trained
-    assert held_out_queries(first.manifest) is None
+    assert judged_record(first.manifest) is None
     with pytest.raises(ValueError, match="has a 'pooled' head"):
         train_ranker(dataclasses.replace(tuned, output=root / "wrong", head="cls"), progress=False)
+    assert not (root / "wrong" / "elasticir.json").exists()  # refused before anything is written
 
 
 def test_judged_settings_are_checked(tmp_path: Path) -> None:

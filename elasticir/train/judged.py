@@ -28,8 +28,8 @@ __all__ = [
     "JUDGED_SOURCE",
     "JudgedData",
     "assign_folds",
-    "held_out_queries",
     "judged_groups",
+    "judged_record",
     "split_queries",
 ]
 
@@ -142,15 +142,9 @@ def judged_groups(spec: JudgedData) -> tuple[list[Any], dict[str, Any]]:
     return groups, record
 
 
-def held_out_queries(manifest: dict[str, Any]) -> tuple[str, set[str], set[str]] | None:
-    """``(dataset, train ids, held-out ids)`` of a ranker trained with a judged fold (from its
-    ``elasticir.json``), or None when it never saw judgements."""
+def judged_record(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The judged-fold record of a ranker's ``elasticir.json`` (dataset, folds, fold,
+    fold_seed, train_query_ids, held_out_query_ids, ...; what :func:`judged_groups` returned),
+    or None when it never saw judgements."""
     training = manifest.get("training") or {}
-    record = (training.get("data") or {}).get(JUDGED_SOURCE)
-    if not record:
-        return None
-    return (
-        record["dataset"],
-        set(record["train_query_ids"]),
-        set(record["held_out_query_ids"]),
-    )
+    return (training.get("data") or {}).get(JUDGED_SOURCE) or None

@@ -618,7 +618,7 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
     if judged is not None:
         data["judged"] = judged
     if config.init_from is not None:
-        data["init_from"] = _init_record(config.init_from)
+        data["init_from"] = _init_record(config)
     key = _digest({"data": data_digest, "config": config.training_fields()})
     return TrainingGroups(config, train, holdout, pools, data, key)
 
@@ -634,12 +634,18 @@ def _added_counts(groups: list[RankingGroup]) -> dict[str, int]:
     }
 
 
-def _init_record(path: Path) -> dict[str, Any]:
-    """What a fine-tuning run starts from: the ranker's path and weight fingerprint."""
+def _init_record(config: RankerTrainConfig) -> dict[str, Any]:
+    """What a fine-tuning run starts from: the ranker's path and weight fingerprint (checked
+    here, before any training data is mined, to have the config's head kind)."""
     from elasticir.rerank.ranker import ElasticRanker
 
-    ranker = ElasticRanker(path, device="cpu")
-    return {"path": str(Path(path).resolve()), "fingerprint": ranker.fingerprint}
+    ranker = ElasticRanker(config.init_from, device="cpu")
+    if ranker.net.head != config.head:
+        raise ValueError(
+            f"init_from={config.init_from} has a {ranker.net.head!r} head, but the config "
+            f"says head={config.head!r}"
+        )
+    return {"path": str(Path(config.init_from).resolve()), "fingerprint": ranker.fingerprint}
 
 
 def _start_net(
@@ -655,12 +661,6 @@ def _start_net(
     ranker = ElasticRanker(config.init_from, device=str(device))
     if ranker.fingerprint != groups.data["init_from"]["fingerprint"]:
         raise ValueError(f"{config.init_from} changed while this run was being set up")
-    kind = (ranker.manifest.get("exits") or {}).get("kind", "cls")
-    if kind != config.head:
-        raise ValueError(
-            f"init_from={config.init_from} has a {kind!r} head, but the config says "
-            f"head={config.head!r}"
-        )
     return ranker.net, ranker.tokenizer, None, tuple(ranker.levels)
 
 
