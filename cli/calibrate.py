@@ -16,7 +16,10 @@ def main(
     topics: Path = typer.Option(..., "--topics", help="Calibration queries (qid<TAB>text)"),
     corpus: Path = typer.Option(..., "--corpus", help="Corpus holding the run's documents"),
     family: str = typer.Option(
-        "margin", help="Exit signal: entropy, margin, saturation or classifier"
+        "margin",
+        help="Exit signal: entropy, margin, saturation, classifier, or rank (an exit "
+        "classifier that also reads the candidate's first-stage rank, fitted on every third "
+        "calibration query and tested on the others; exited candidates are pruned)",
     ),
     delta: float = typer.Option(
         0.02, help="Tolerated mean nDCG@10 drop against the ranker without early exit"
@@ -77,7 +80,9 @@ def main(
     with atomic_file(output) as tmp:
         written = {**result.to_dict(), "precision": precision}
         tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+    fitted = f" (exit weights fitted on {result.fit_queries} others)" if result.fit_queries else ""
+    spec = result.policy.spec if len(result.policy.spec) <= 60 else result.policy.spec[:57] + "..."
     typer.echo(
-        f"policy {result.policy.spec} at {result.level}: risk {result.risk:.4f} <= delta "
-        f"{delta} on {len(data)} queries, speedup {result.speedup:.2f}x; written {output}"
+        f"policy {spec} at {result.level}: risk {result.risk:.4f} <= delta {delta} on "
+        f"{result.n_queries} queries{fitted}, speedup {result.speedup:.2f}x; written {output}"
     )

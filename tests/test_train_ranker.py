@@ -385,3 +385,45 @@ def test_cli_calibrates_and_reranks_with_the_trained_ranker(
     assert {q: set(d) for q, d in read_run(fast).items()} == {
         q: set(d) for q, d in first.items()
     }  # every candidate rescored, none dropped
+
+
+@pytest.mark.data
+def test_cli_calibrates_a_rank_policy_and_reranks_with_the_run_ranks(
+    straight: Path, tmp_path: Path, sample_first_stage
+) -> None:
+    """`calibrate --family rank` fits on every third query and tests on the others; the
+    calibrated policy reranks a run, its exited candidates pruned below the others."""
+    from elasticir.cli.app import app
+    from typer.testing import CliRunner
+
+    from elasticir.data import read_run, sample_dataset
+    from elasticir.rerank.policies import RankPolicy, parse_policy
+
+    sample = sample_dataset()
+    run_path, docs = sample_first_stage(16)
+    common = ["--run", str(run_path), "--topics", str(sample.queries)]
+    common += ["--corpus", str(sample.corpus)]
+    calibration = tmp_path / "rank.json"
+    runner = CliRunner()
+    args = ["calibrate", "--model", str(straight), *common, "--family", "rank", "-q"]
+    result = runner.invoke(
+        app, [*args, "--delta", "0.3", "--epsilon", "0.3", "-o", str(calibration)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "on 6 queries (exit weights fitted on 4 others)" in result.output
+    chosen = json.loads(calibration.read_text())
+    assert chosen["fit_queries"] == 4 and chosen["n_queries"] == 6 and chosen["family"] == "rank"
+    policy = parse_policy(chosen["policy"])
+    assert isinstance(policy, RankPolicy) and len(policy.weights) == 5
+    out = tmp_path / "reranked.trec"
+    stage = ["--ranker", f"elastic:{straight}", "--policy", f"calibrated:{calibration}"]
+    result = runner.invoke(app, ["rerank", *common, *stage, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    reranked = read_run(out)
+    assert all(set(d) == set(docs) for d in reranked.values())  # pruned, never dropped
+    # too few candidates per query for a top 10 to predict: a clear error
+    short, _ = sample_first_stage(8)
+    args = ["calibrate", "--model", str(straight), "--run", str(short), *common[2:]]
+    result = runner.invoke(app, [*args, "--family", "rank", "-q", "-o", str(tmp_path / "x.json")])
+    assert result.exit_code != 0 and "nothing to fit" in result.output
+    assert not (tmp_path / "x.json").exists()

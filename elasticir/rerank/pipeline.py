@@ -368,9 +368,15 @@ class Rerank(Stage):
         ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
         present = [d for d, _ in ranked if d in found]
         scores: dict[str, float] = {}
+        ranked_scorer = getattr(self.scorer, "reads_ranks", False)
         for start in range(0, len(present), self.batch):
             chunk = present[start : start + self.batch]
-            values = np.asarray(self.scorer.score(text, [found[d] for d in chunk]), dtype=float)
+            passages = [found[d] for d in chunk]
+            if ranked_scorer:  # a rank-aware exit policy: ranks among the present candidates
+                values = self.scorer.score(text, passages, first_rank=start + 1)
+            else:
+                values = self.scorer.score(text, passages)
+            values = np.asarray(values, dtype=float)
             if values.shape != (len(chunk),):
                 raise ValueError(
                     f"{self.name} returned {values.shape} scores for {len(chunk)} passages"

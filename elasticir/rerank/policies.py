@@ -19,11 +19,27 @@ evaluates back to an equal policy, and each has a one-word ``spec`` (:func:`pars
     ConfidencePolicy('classifier', 0.8)       "classifier:0.8"  CALM learned exit classifier:
                                                              its probability that this layer
                                                              already agrees with the deepest
+    RankPolicy(0.05, weights)                 "rank:0.05,w=b:s:r/..."  CALM exit classifier
+                                                             that also reads the candidate's
+                                                             first-stage rank; exited
+                                                             candidates are pruned (below)
 
 A confidence policy exits when the signal is strictly *above* its threshold, the entropy
 policy when the entropy is strictly *below* it: ``entropy:0`` and ``margin:1`` never exit
 early. ``sigmoid(score)`` is a relevance probability because ``elasticir train ranker`` adds a
 pointwise term to each exit's loss (a listwise loss alone leaves the scores' offset free).
+
+**Rank-aware exit** (:class:`RankPolicy`). In a cascade the candidates arrive in first-stage
+order, and that order predicts the deepest exit's top 10 far better than the lower exits'
+scores do (``benchmarks/exit_headroom.py``). After layer ``i`` a logistic exit classifier
+gives ``p_i = sigmoid(b_i + s_i * score_i + r_i * ln(rank))``, the probability that the
+candidate will be in the deepest exit's top ``k``; the candidate stops when ``p_i`` is
+*below* the threshold, and is **pruned**: it ranks below every candidate that went deeper
+(its score is its exit's logit minus ``PRUNE_GAP`` per layer it skipped). The weights are
+fitted without labels (:func:`fit_rank_exits`) on queries kept apart from the Learn-then-Test
+ones. The ranks are 1-based positions in the first stage's order: :meth:`ElasticRanker.score`
+reads its passages' order, ``score_pairs`` takes ``ranks=``, and calibration data list each
+query's candidates in first-stage order (:func:`calibration_queries` does).
 
 **Calibration** (:func:`calibrate`, Learn-then-Test as in CALM). A *family* (a measure and a
 ``min_layer``) has thresholds ordered from most conservative to most aggressive. The loss of
@@ -74,12 +90,15 @@ __all__ = [
     "Policy",
     "PolicyEvaluation",
     "PolicyFamily",
+    "PRUNE_GAP",
+    "RankPolicy",
     "calibrate",
     "calibrate_families",
     "calibrate_records",
     "calibration_queries",
     "consistency_grades",
     "evaluate_policy",
+    "fit_rank_exits",
     "hoeffding_bentkus_pvalue",
     "hoeffding_pvalue",
     "learn_then_test",
@@ -90,7 +109,8 @@ __all__ = [
 ]
 
 MEASURES = ("margin", "saturation", "classifier")
-FAMILIES = ("entropy", *MEASURES)
+FAMILIES = ("entropy", *MEASURES, "rank")
+PRUNE_GAP = 1000.0  # score gap per skipped layer below which a pruned candidate ranks
 BOUNDS = ("hb", "hoeffding")
 LOSSES = ("consistency", "qrels")
 Thresholds = float | tuple[float, ...]
@@ -129,6 +149,8 @@ class ExitPolicy:
     thresholds: Thresholds
     uses_saturation: bool = False
     uses_classifier: bool = False
+    uses_ranks: bool = False  # reads each candidate's first-stage rank
+    prunes: bool = False  # exited candidates rank below every one that went deeper
 
     def threshold_at(self, layer: int) -> float:
         """The threshold applied after ``layer`` (1-based)."""
@@ -164,10 +186,21 @@ class ExitPolicy:
         scores: torch.Tensor,
         saturation: torch.Tensor | None = None,
         classifier: torch.Tensor | None = None,
+        ranks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Boolean ``(rows,)``: which candidates stop after ``layer`` (1-based)."""
         if layer < self.min_layer:
             return torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+        return self._decide(layer, scores, saturation, classifier, ranks)
+
+    def _decide(
+        self,
+        layer: int,
+        scores: torch.Tensor,
+        saturation: torch.Tensor | None,
+        classifier: torch.Tensor | None,
+        ranks: torch.Tensor | None,
+    ) -> torch.Tensor:
         return self._compare(self.signal(scores, saturation, classifier), self.threshold_at(layer))
 
     def _compare(self, value: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -290,16 +323,97 @@ class ConfidencePolicy(ExitPolicy):
         return out if self.min_layer == 1 else f"{out},min={self.min_layer}"
 
 
-Policy = FixedLevel | EntropyPolicy | ConfidencePolicy
+RankWeights = tuple[tuple[float, float, float], ...]
 
-_SPEC = re.compile(r"^(?P<name>[a-z]+):(?P<values>[^,]+)(?:,min=(?P<min>\d+))?$")
+
+def _rank_weights(value: object) -> RankWeights:
+    try:
+        rows = tuple(tuple(float(w) for w in row) for row in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        rows = ()
+    if not rows or any(len(row) != 3 or not all(map(math.isfinite, row)) for row in rows):
+        raise ValueError(
+            "rank exit weights are one finite (bias, score weight, log-rank weight) triple per "
+            f"layer, got {value!r}"
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class RankPolicy(ExitPolicy):
+    """CALM's learned exit classifier, reading the candidate's first-stage rank as well: after
+    layer ``i``, ``p = sigmoid(b + s * score + r * ln(rank))`` with ``(b, s, r) = weights[i - 1]``
+    estimates whether the candidate will be in the deepest exit's top ``k``; it stops when
+    ``p`` is below ``threshold`` (one number in [0, 1], or one per layer) and is pruned: it
+    ranks below every candidate that went deeper. ``threshold=0`` never exits early.
+    Weights come from :func:`fit_rank_exits`; ``ranks`` are 1-based first-stage positions.
+    """
+
+    threshold: Thresholds
+    weights: RankWeights
+    min_layer: int = 1
+    uses_ranks = True
+    prunes = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", _thresholds(self.threshold, 0.0, 1.0, "rank"))
+        object.__setattr__(self, "weights", _rank_weights(self.weights))
+        object.__setattr__(self, "min_layer", _min_layer(self.min_layer))
+
+    @property
+    def thresholds(self) -> Thresholds:  # type: ignore[override]
+        return self.threshold
+
+    def check(self, depth: int) -> None:
+        super().check(depth)
+        if len(self.weights) < depth - 1:
+            raise ValueError(
+                f"rank policy has exit weights for {len(self.weights)} layers; a depth of "
+                f"{depth} needs {depth - 1} (fit them at that level: fit_rank_exits)"
+            )
+
+    def probability(self, layer: int, scores: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        """``p`` after ``layer`` (1-based) for candidates with these exit scores and ranks."""
+        if layer > len(self.weights):
+            raise ValueError(f"rank policy has no exit weights for layer {layer}")
+        bias, slope, rank_slope = self.weights[layer - 1]
+        logits = bias + slope * scores.double() + rank_slope * torch.log(ranks.double())
+        return torch.sigmoid(logits)
+
+    def _decide(
+        self,
+        layer: int,
+        scores: torch.Tensor,
+        saturation: torch.Tensor | None,
+        classifier: torch.Tensor | None,
+        ranks: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if ranks is None:
+            raise ValueError(
+                f"policy {self.spec[:40]}... reads each candidate's first-stage rank: pass "
+                "ranks (1-based positions in the first stage's order)"
+            )
+        return self.probability(layer, scores, ranks) < self.threshold_at(layer)
+
+    @property
+    def spec(self) -> str:
+        weights = "/".join(":".join(repr(float(w)) for w in row) for row in self.weights)
+        out = f"rank:{_spec_thresholds(self.threshold)},w={weights}"
+        return out if self.min_layer == 1 else f"{out},min={self.min_layer}"
+
+
+Policy = FixedLevel | EntropyPolicy | ConfidencePolicy | RankPolicy
+
+_SPEC = re.compile(
+    r"^(?P<name>[a-z]+):(?P<values>[^,]+)(?:,w=(?P<weights>[^,]+))?(?:,min=(?P<min>\d+))?$"
+)
 
 
 def parse_policy(spec: str | Policy) -> Policy:
     """A policy from its ``spec``: ``"L4-W75"``, ``"entropy:0.3"``, ``"margin:0.9,min=2"``,
     ``"entropy:0.1/0.2/0.3/0.4/0.5"`` (per layer)... A policy value passes through."""
     if isinstance(spec, (FixedLevel, ExitPolicy)):
-        return spec
+        return spec  # type: ignore[return-value]
     text = str(spec).strip()
     match = _SPEC.match(text)
     if match is None:
@@ -308,7 +422,8 @@ def parse_policy(spec: str | Policy) -> Policy:
         except ValueError:
             raise ValueError(
                 f"not an exit policy: {spec!r}; expected a level ('L4-W75', 'full') or "
-                "'<entropy|margin|saturation|classifier>:<threshold>[,min=<layer>]'"
+                "'<entropy|margin|saturation|classifier>:<threshold>[,min=<layer>]' or "
+                "'rank:<threshold>,w=<weights>'"
             ) from None
     name, values = match.group("name"), match.group("values").split("/")
     try:
@@ -317,6 +432,21 @@ def parse_policy(spec: str | Policy) -> Policy:
         raise ValueError(f"not an exit policy: {spec!r}; thresholds are numbers") from None
     thresholds: Thresholds = numbers[0] if len(numbers) == 1 else tuple(numbers)
     min_layer = int(match.group("min") or 1)
+    if name == "rank":
+        if match.group("weights") is None:
+            raise ValueError(
+                f"not an exit policy: {spec!r}; a rank policy carries its fitted weights "
+                "('rank:<threshold>,w=<b>:<s>:<r>/...'): calibrate one (family rank)"
+            )
+        try:
+            weights = [
+                [float(w) for w in row.split(":")] for row in match.group("weights").split("/")
+            ]
+        except ValueError:
+            raise ValueError(f"not an exit policy: {spec!r}; weights are numbers") from None
+        return RankPolicy(thresholds, tuple(tuple(row) for row in weights), min_layer)  # type: ignore[arg-type]
+    if match.group("weights") is not None:
+        raise ValueError(f"not an exit policy: {spec!r}; only rank policies carry weights")
     if name == "entropy":
         return EntropyPolicy(thresholds, min_layer)
     if name in MEASURES:
@@ -330,33 +460,52 @@ def parse_policy(spec: str | Policy) -> Policy:
 @dataclass(frozen=True)
 class PolicyFamily:
     """A policy family for calibration: a measure (``"entropy"``, ``"margin"``,
-    ``"saturation"``, ``"classifier"``) and a ``min_layer``; one policy per threshold."""
+    ``"saturation"``, ``"classifier"``, ``"rank"``) and a ``min_layer``; one policy per
+    threshold. The rank family also needs its exit ``weights`` (:func:`fit_rank_exits`); left
+    out, calibration fits them on a share of the calibration queries."""
 
     measure: str
     min_layer: int = 1
+    weights: RankWeights | None = None
 
     def __post_init__(self) -> None:
         if self.measure not in FAMILIES:
             raise ValueError(f"policy family is one of {FAMILIES}, got {self.measure!r}")
         object.__setattr__(self, "min_layer", _min_layer(self.min_layer))
+        if self.weights is not None:
+            if self.measure != "rank":
+                raise ValueError(f"only the rank family has exit weights, not {self.measure!r}")
+            object.__setattr__(self, "weights", _rank_weights(self.weights))
 
-    def policy(self, threshold: float) -> EntropyPolicy | ConfidencePolicy:
+    def policy(self, threshold: float) -> EntropyPolicy | ConfidencePolicy | RankPolicy:
         if self.measure == "entropy":
             return EntropyPolicy(float(threshold), self.min_layer)
+        if self.measure == "rank":
+            if self.weights is None:
+                raise ValueError(
+                    "the rank family's policies need fitted exit weights (fit_rank_exits; "
+                    "calibrate fits them on part of the calibration queries)"
+                )
+            return RankPolicy(float(threshold), self.weights, self.min_layer)
         return ConfidencePolicy(self.measure, float(threshold), self.min_layer)
+
+    @property
+    def increasing(self) -> bool:
+        """Whether larger thresholds exit more (entropy, rank) rather than fewer."""
+        return self.measure in ("entropy", "rank")
 
     def default_thresholds(self) -> tuple[float, ...]:
         """41 thresholds, most conservative (never exits early) first, denser where the
         decisions are cautious: ``u in {0} + logspace(-4, 0, 40)``, as the entropy itself or
         as ``1 - u`` for a confidence."""
         u = np.concatenate([[0.0], np.logspace(-4, 0, 40)])
-        values = u if self.measure == "entropy" else 1.0 - u
+        values = u if self.increasing else 1.0 - u
         return tuple(float(round(v, 10)) for v in values)
 
     def is_ordered(self, thresholds: Sequence[float]) -> bool:
         """Whether ``thresholds`` go from conservative to aggressive for this family."""
         diffs = np.diff(np.asarray(thresholds, dtype=np.float64))
-        return bool(np.all(diffs > 0) if self.measure == "entropy" else np.all(diffs < 0))
+        return bool(np.all(diffs > 0) if self.increasing else np.all(diffs < 0))
 
 
 def _family(family: str | PolicyFamily) -> PolicyFamily:
@@ -366,11 +515,15 @@ def _family(family: str | PolicyFamily) -> PolicyFamily:
 # --------------------------------------------------------------------------- simulation
 
 
-def simulate(policy: Policy, records: LayerRecords) -> tuple[np.ndarray, np.ndarray]:
+def simulate(
+    policy: Policy, records: LayerRecords, ranks: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(exit_layers, scores)`` the policy gives each recorded pair (1-based layers).
 
     Uses the same :meth:`ExitPolicy.exits` as the ranker's real early exit, on the recorded
-    per-layer scores and signals: the decision after layer ``i`` needs nothing deeper.
+    per-layer scores and signals: the decision after layer ``i`` needs nothing deeper. A
+    pruning policy's scores are what the ranker returns (exit logit minus ``PRUNE_GAP`` per
+    skipped layer). ``ranks``: each pair's 1-based first-stage rank, for rank policies.
     """
     n, depth = records.scores.shape
     if isinstance(policy, FixedLevel):
@@ -386,6 +539,9 @@ def simulate(policy: Policy, records: LayerRecords) -> tuple[np.ndarray, np.ndar
         scores = torch.from_numpy(records.scores)
         saturation = torch.from_numpy(records.saturation)
         classifier = None if records.classifier is None else torch.from_numpy(records.classifier)
+        if policy.uses_ranks and (ranks is None or len(ranks) != n):
+            raise ValueError(f"policy {policy.spec[:40]}... needs one first-stage rank per record")
+        rank_tensor = None if ranks is None else torch.as_tensor(np.asarray(ranks, np.float64))
         exit_layers = np.full(n, depth, dtype=np.int64)
         running = np.ones(n, dtype=bool)
         for i in range(depth - 1):
@@ -394,12 +550,75 @@ def simulate(policy: Policy, records: LayerRecords) -> tuple[np.ndarray, np.ndar
                 scores[:, i],
                 saturation[:, i],
                 None if classifier is None else classifier[:, i],
+                rank_tensor,
             ).numpy()
             now = done & running
             exit_layers[now] = i + 1
             running &= ~done
-    chosen = records.scores[np.arange(n), exit_layers - 1]
-    return exit_layers, chosen.astype(np.float32)
+    chosen = records.scores[np.arange(n), exit_layers - 1].astype(np.float32)
+    if getattr(policy, "prunes", False):
+        chosen = chosen - np.float32(PRUNE_GAP) * (depth - exit_layers).astype(np.float32)
+    return exit_layers, chosen
+
+
+def first_stage_ranks(offsets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """1-based position of every pair within its query (queries own ``offsets[q]:offsets[q+1]``
+    and list their candidates in first-stage order)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    return np.concatenate(
+        [np.arange(1, b - a + 1, dtype=np.int64) for a, b in zip(offsets[:-1], offsets[1:])]
+        or [np.zeros(0, dtype=np.int64)]
+    )
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 100) -> np.ndarray:
+    """``(bias, *weights)`` of an L2-regularised logistic regression of ``y`` on the columns
+    of ``x``, by Newton steps on standardised columns, returned for the raw columns."""
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    design = np.column_stack([np.ones(len(x)), (x - mean) / scale])
+    w = np.zeros(design.shape[1])
+    penalty = l2 * np.eye(len(w))
+    penalty[0, 0] = 0.0  # the bias is not shrunk
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -50, 50)))
+        gradient = design.T @ (p - y) / len(y) + penalty @ w
+        hessian = (design * (p * (1 - p))[:, None]).T @ design / len(y) + penalty
+        step = np.linalg.solve(hessian + 1e-12 * np.eye(len(w)), gradient)
+        w -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    slopes = w[1:] / scale
+    return np.concatenate([[w[0] - float(slopes @ mean)], slopes])
+
+
+def fit_rank_exits(
+    records: LayerRecords,
+    offsets: Sequence[int] | np.ndarray,
+    *,
+    k: int = 10,
+    ranks: np.ndarray | None = None,
+    l2: float = 1e-3,
+) -> RankWeights:
+    """Exit weights for :class:`RankPolicy`, fitted without labels: for each exit but the
+    deepest, a logistic regression of "in the deepest exit's top ``k`` of its query" on that
+    exit's score and ``ln(rank)`` (``ranks`` default: positions within each query)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    ranks = first_stage_ranks(offsets) if ranks is None else np.asarray(ranks)
+    depth = records.depth
+    if depth < 2:
+        raise ValueError("a one-layer level has no exit to fit")
+    last = records.scores[:, depth - 1]
+    target = np.zeros(len(last), dtype=np.float64)
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        target[a + np.argsort(-last[a:b], kind="stable")[:k]] = 1.0
+    if target.min() == target.max():
+        raise ValueError(f"every candidate is in its query's top {k}: nothing to fit")
+    log_ranks = np.log(ranks.astype(np.float64))
+    weights = []
+    for i in range(depth - 1):
+        x = np.column_stack([records.scores[:, i].astype(np.float64), log_ranks])
+        weights.append(tuple(float(w) for w in _logistic(x, target, l2)))
+    return tuple(weights)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- ranking losses
@@ -628,8 +847,10 @@ class Calibration:
     the most conservative threshold was shown safe. ``speedups[j]`` is the reference's FLOPs
     (``level`` without exit) over threshold ``j``'s on the calibration pairs;
     ``full_speedup`` compares the chosen policy with the full model (every layer, full width).
-    The guarantee holds for the policy run at ``level``: score with
-    ``ranker.score_pairs(..., level=calibration.level, policy=calibration.policy)``.
+    ``fit_queries``: calibration queries used to fit a rank family's exit weights (kept out of
+    ``n_queries``, the queries Learn-then-Test ran on). The guarantee holds for the policy run
+    at ``level``: score with ``ranker.score_pairs(..., level=calibration.level,
+    policy=calibration.policy)`` (and ``ranks=`` for a rank policy).
     """
 
     family: PolicyFamily
@@ -649,6 +870,7 @@ class Calibration:
     n_pairs: int
     full_speedup: float
     policy: Policy = field(compare=False)
+    fit_queries: int = 0
 
     @property
     def threshold(self) -> float | None:
@@ -681,6 +903,7 @@ class Calibration:
             "full_speedup": self.full_speedup,
             "n_queries": self.n_queries,
             "n_pairs": self.n_pairs,
+            "fit_queries": self.fit_queries,
             "thresholds": list(self.thresholds),
             "risks": list(self.risks),
             "pvalues": list(self.pvalues),
@@ -813,11 +1036,37 @@ def calibrate_records(
     k: int = 10,
     bound: str = "hb",
     relevance: Sequence[np.ndarray | None] | None = None,
+    ranks: np.ndarray | None = None,
+    fit_every: int = 3,
 ) -> Calibration:
     """Learn-then-Test on recorded exits: ``records`` hold the calibration pairs, query ``q``
     owning rows ``offsets[q]:offsets[q + 1]``; each threshold is simulated (:func:`simulate`)
-    and scored with :func:`query_losses` against the deepest recorded exit."""
+    and scored with :func:`query_losses` against the deepest recorded exit.
+
+    The rank family reads ``ranks`` (default: positions within each query, i.e. candidates in
+    first-stage order). Without weights, they are fitted (:func:`fit_rank_exits`) on every
+    ``fit_every``-th query (0, 3, 6, ...), and Learn-then-Test runs on the others only, so
+    the test does not see the queries that shaped the thresholds' meaning."""
     family = _family(family)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    fit_queries = 0
+    if family.measure == "rank":
+        if offsets[0] != 0 or offsets[-1] != records.scores.shape[0]:
+            raise ValueError("offsets must run from 0 to the number of records")
+        ranks = first_stage_ranks(offsets) if ranks is None else np.asarray(ranks)
+        if family.weights is None:
+            if fit_every < 2 or len(offsets) - 1 < fit_every:
+                raise ValueError(
+                    f"fitting the rank exits needs fit_every >= 2 and at least {fit_every} "
+                    f"calibration queries, got fit_every={fit_every} and {len(offsets) - 1}"
+                )
+            queries = np.arange(len(offsets) - 1)
+            fit, test = queries[queries % fit_every == 0], queries[queries % fit_every != 0]
+            fit_records, fit_offsets, fit_ranks, _ = _take(records, offsets, fit, ranks)
+            weights = fit_rank_exits(fit_records, fit_offsets, k=k, ranks=fit_ranks)
+            family = PolicyFamily("rank", family.min_layer, weights)
+            records, offsets, ranks, relevance = _take(records, offsets, test, ranks, relevance)
+            fit_queries = len(fit)
     grid = tuple(float(t) for t in (thresholds or family.default_thresholds()))
     if not grid:
         raise ValueError("no thresholds to test")
@@ -830,7 +1079,6 @@ def calibrate_records(
         family.policy(t)  # validates the range
     if loss not in LOSSES:
         raise ValueError(f"loss is one of {LOSSES}, got {loss!r}")
-    offsets = np.asarray(offsets, dtype=np.int64)
     if offsets[0] != 0 or offsets[-1] != records.scores.shape[0] or np.any(np.diff(offsets) < 1):
         raise ValueError("offsets must run from 0 to the number of records, each query non-empty")
     depth = records.depth
@@ -840,7 +1088,7 @@ def calibrate_records(
     reference_flops = float(records.layer_cost.sum()) * depth
     columns, speedups, mean_layers = [], [], []
     for t in grid:
-        exit_layers, scores = simulate(family.policy(t), records)
+        exit_layers, scores = simulate(family.policy(t), records, ranks)
         columns.append(
             query_losses(scores, reference, offsets, k=k, loss=loss, relevance=relevance)
         )
@@ -869,7 +1117,37 @@ def calibrate_records(
         n_pairs=int(offsets[-1]),
         full_speedup=float(records.full_cost.sum()) / spent,
         policy=policy,
+        fit_queries=fit_queries,
     )
+
+
+def _take(
+    records: LayerRecords,
+    offsets: np.ndarray,
+    queries: np.ndarray,
+    ranks: np.ndarray,
+    relevance: Sequence[np.ndarray | None] | None = None,
+) -> tuple[LayerRecords, np.ndarray, np.ndarray, list[np.ndarray | None] | None]:
+    """The records, offsets, ranks and relevance of some queries only."""
+    import dataclasses
+
+    rows = np.concatenate([np.arange(offsets[q], offsets[q + 1]) for q in queries])
+    sizes = [int(offsets[q + 1] - offsets[q]) for q in queries]
+
+    def pick(array: np.ndarray | None) -> np.ndarray | None:
+        return None if array is None else array[rows]
+
+    taken = dataclasses.replace(
+        records,
+        scores=records.scores[rows],
+        saturation=records.saturation[rows],
+        classifier=pick(records.classifier),
+        layer_cost=records.layer_cost[rows],
+        full_cost=records.full_cost[rows],
+        states=pick(records.states),
+    )
+    kept = None if relevance is None else [relevance[q] for q in queries]
+    return taken, np.cumsum([0, *sizes]), ranks[rows], kept
 
 
 # --------------------------------------------------------------------------- held-out evaluation
@@ -928,7 +1206,8 @@ def evaluate_policy(
 ) -> PolicyEvaluation:
     """Run ``policy`` (at ``level``'s width, up to its depth) and ``level`` without early exit
     on ``queries`` and measure the per-query loss as :func:`calibrate` does -- on queries it
-    did not see, this is the held-out check of the calibrated ``delta``."""
+    did not see, this is the held-out check of the calibrated ``delta``. Each query's
+    candidates are in first-stage order (what a rank policy reads as their ranks)."""
     policy = parse_policy(policy)
     level = ranker.check_level(level)
     data, texts, passages, offsets = _flatten(queries)
@@ -937,7 +1216,10 @@ def evaluate_policy(
     if isinstance(policy, FixedLevel):
         run = ranker.score_pairs(texts, passages, policy=policy, batch_size=batch_size)
     else:
-        run = ranker.score_pairs(texts, passages, level=level, policy=policy, batch_size=batch_size)
+        ranks = first_stage_ranks(offsets)
+        run = ranker.score_pairs(
+            texts, passages, level=level, policy=policy, batch_size=batch_size, ranks=ranks
+        )
     losses = query_losses(
         run.scores, reference.scores, offsets, k=k, loss=loss, relevance=relevance
     )

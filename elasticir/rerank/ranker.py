@@ -82,7 +82,7 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import resolve_model_path
 from elasticir.rerank.pipeline import Reranker
-from elasticir.rerank.policies import ExitPolicy, FixedLevel, Policy, parse_policy
+from elasticir.rerank.policies import PRUNE_GAP, ExitPolicy, FixedLevel, Policy, parse_policy
 
 if TYPE_CHECKING:
     from elasticir.data.records import Passage, Run
@@ -800,9 +800,14 @@ class ElasticRanker:
         level: Level | str = FULL,
         policy: Policy | str | None = None,
         batch_size: int | None = None,
+        first_rank: int = 1,
     ) -> RankerOutput:
-        """Scores of ``passages`` for one ``query`` (see :meth:`score_pairs`)."""
-        return self.score_pairs([query] * len(passages), passages, level, policy, batch_size)
+        """Scores of ``passages`` for one ``query`` (see :meth:`score_pairs`), given in
+        first-stage order: a rank policy reads passage ``i``'s rank as ``first_rank + i``."""
+        ranks = np.arange(first_rank, first_rank + len(passages), dtype=np.int64)
+        return self.score_pairs(
+            [query] * len(passages), passages, level, policy, batch_size, ranks=ranks
+        )
 
     def score_pairs(
         self,
@@ -811,15 +816,32 @@ class ElasticRanker:
         level: Level | str = FULL,
         policy: Policy | str | None = None,
         batch_size: int | None = None,
+        ranks: Sequence[int] | np.ndarray | None = None,
     ) -> RankerOutput:
         """Relevance scores of ``(queries[i], passages[i])`` at ``level``, under ``policy``.
 
         ``level`` gives the width and the deepest exit; ``policy`` (an exit policy or its
         spec) lets each pair exit earlier. A ``FixedLevel`` policy is the same as passing its
-        level (``level`` must then be left at ``full`` or equal it).
+        level (``level`` must then be left at ``full`` or equal it). ``ranks``: each pair's
+        1-based rank in its query's first stage, which rank policies read (and need).
+        Under a pruning policy (:class:`~elasticir.rerank.policies.RankPolicy`) an exited
+        pair's score is its exit's logit minus ``PRUNE_GAP`` per layer it skipped.
         """
         level, exit_policy = self._resolve(level, policy)
         queries, passages = list(queries), list(passages)
+        rank_array = None
+        if ranks is not None:
+            rank_array = np.asarray(ranks, dtype=np.float64)
+            if rank_array.shape != (len(queries),) or bool(np.any(rank_array < 1)):
+                raise ValueError(
+                    f"ranks: one 1-based first-stage rank per pair ({len(queries)}), got shape "
+                    f"{rank_array.shape} with minimum {rank_array.min(initial=1):g}"
+                )
+        if exit_policy is not None and exit_policy.uses_ranks and rank_array is None:
+            raise ValueError(
+                "this rank policy reads each candidate's first-stage rank: pass ranks= (or use "
+                "score(query, passages) with the passages in first-stage order)"
+            )
         ids, types = self._encode(queries, passages)
         n = len(ids)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
@@ -828,8 +850,13 @@ class ElasticRanker:
         depth = sub_network(self.config, level).depth
         for rows in _batches(lengths, batch_size or self.batch_size):
             batch = _pad(ids, types, rows, self._pad_id, self.device)
+            batch_ranks = None
+            if rank_array is not None:
+                batch_ranks = torch.from_numpy(rank_array[rows]).to(self.device)
             with torch.inference_mode(), self._autocast():
-                batch_scores, batch_exits = self._run(*batch, level, depth, exit_policy)
+                batch_scores, batch_exits = self._run(
+                    *batch, level, depth, exit_policy, batch_ranks
+                )
             scores[rows] = batch_scores.float().cpu().numpy()
             exits[rows] = batch_exits.cpu().numpy()
         cost = self._layer_costs(lengths, level.width)
@@ -879,6 +906,7 @@ class ElasticRanker:
         level: Level,
         depth: int,
         policy: ExitPolicy | None,
+        ranks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
         rows = input_ids.shape[0]
@@ -906,13 +934,18 @@ class ElasticRanker:
             probability = (
                 torch.sigmoid(net.classifier(i, cls, scores)) if policy.uses_classifier else None
             )
-            done = policy.exits(layer, scores, cosine, probability)
+            done = policy.exits(layer, scores, cosine, probability, ranks)
             if bool(done.any()):
-                out_scores[active[done]] = scores[done].float()
+                exited = scores[done].float()
+                if policy.prunes:  # below every candidate that goes deeper
+                    exited = exited - PRUNE_GAP * (depth - layer)
+                out_scores[active[done]] = exited
                 out_exits[active[done]] = layer
                 if bool(done.all()):
                     break
                 keep = torch.nonzero(~done).squeeze(1)
+                if ranks is not None:
+                    ranks = ranks.index_select(0, keep)
                 hidden = hidden.index_select(0, keep)
                 masks = masks.select(keep)
                 active = active.index_select(0, keep)
@@ -1145,14 +1178,19 @@ def rerank_run(
     pairs: list[tuple[str, str]] = []
     texts_q: list[str] = []
     texts_p: list[str] = []
+    ranks: list[int] = []
     for qid, docs in run.items():
         if qid not in queries:
             continue
-        for doc, _ in sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]:
+        ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
+        for rank, (doc, _) in enumerate(ranked, start=1):
             pairs.append((qid, doc))
             texts_q.append(queries[qid])
             texts_p.append(lookup(doc))
-    output = ranker.score_pairs(texts_q, texts_p, level=level, policy=policy, batch_size=batch_size)
+            ranks.append(rank)
+    output = ranker.score_pairs(
+        texts_q, texts_p, level=level, policy=policy, batch_size=batch_size, ranks=ranks
+    )
     reranked: dict[str, dict[str, float]] = {}
     for (qid, doc), score in zip(pairs, output.scores.tolist()):
         reranked.setdefault(qid, {})[doc] = float(score)
@@ -1191,9 +1229,20 @@ class RankerScorer(Reranker):
         policy = "none" if self.policy is None else self.policy.spec
         return f"ranker-{self.ranker.fingerprint}-{self.level}-{policy}"
 
-    def score(self, query: str, passages: Sequence[Passage | str]) -> np.ndarray:
+    @property
+    def reads_ranks(self) -> bool:
+        """Whether the policy reads first-stage ranks (a cascade then passes ``first_rank``)."""
+        return self.policy is not None and getattr(self.policy, "uses_ranks", False)
+
+    def score(
+        self, query: str, passages: Sequence[Passage | str], first_rank: int = 1
+    ) -> np.ndarray:
+        """Scores of ``passages`` (in first-stage order; a rank policy reads passage ``i``'s
+        rank as ``first_rank + i``)."""
         texts = [p if isinstance(p, str) else p.encoder_text() for p in passages]
-        output = self.ranker.score(query, texts, self.level, self.policy, self.batch_size)
+        output = self.ranker.score(
+            query, texts, self.level, self.policy, self.batch_size, first_rank=first_rank
+        )
         with self._lock:
             self._totals["pairs"] += len(output)
             self._totals["flops"] += output.total_flops
