@@ -57,9 +57,10 @@ from elasticir.data.topics import read_queries_any  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
-    FAMILIES,
+    MEASURES,
     calibrate_records,
     calibration_queries,
+    first_stage_ranks,
     query_losses,
 )
 from elasticir.rerank.ranker import ElasticRanker  # noqa: E402
@@ -116,7 +117,7 @@ def main() -> None:
     offsets = np.cumsum([0] + [len(c.passages) for c in data])
 
     curves = {}
-    for family in FAMILIES:
+    for family in ("entropy", *MEASURES):  # the exits alone; the rank-aware row is below
         if family == "classifier" and records.classifier is None:
             continue
         # only the per-threshold risks and speedups are read; delta and epsilon pick the
@@ -311,13 +312,6 @@ def rank_pruning(records, offsets, rho: float, min_layer: int, keep: int) -> tup
     losses = query_losses(tiered, scores[:, depth - 1], offsets)
     spent = float((exit_layers * records.layer_cost).sum())
     return float(losses.mean()), float(records.layer_cost.sum()) * depth / spent
-
-
-def first_stage_ranks(offsets) -> np.ndarray:
-    """1-based first-stage rank of every candidate (candidates are in first-stage order)."""
-    return np.concatenate(
-        [np.arange(1, int(b) - int(a) + 1) for a, b in zip(offsets[:-1], offsets[1:])]
-    )
 
 
 def depth_cutoff(records, offsets, ranks, cutoff: int) -> tuple[float, float]:

@@ -64,6 +64,7 @@ depends only on layers ``<= i``), with the FLOPs each candidate would have spent
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -1129,8 +1130,6 @@ def _take(
     relevance: Sequence[np.ndarray | None] | None = None,
 ) -> tuple[LayerRecords, np.ndarray, np.ndarray, list[np.ndarray | None] | None]:
     """The records, offsets, ranks and relevance of some queries only."""
-    import dataclasses
-
     rows = np.concatenate([np.arange(offsets[q], offsets[q + 1]) for q in queries])
     sizes = [int(offsets[q + 1] - offsets[q]) for q in queries]
 
