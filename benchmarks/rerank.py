@@ -58,6 +58,9 @@ from elasticir.rerank.policies import (  # noqa: E402
 )
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
 
+# The exit-only families: one calibration per corpus (on dense runs) serves every first stage
+# of that corpus. The rank and cutoff families read the first stage's order, so they need a
+# calibration per first stage: benchmarks/rank_exit.py measures them.
 FAMILIES = ("entropy", "margin", "saturation", "classifier")
 
 

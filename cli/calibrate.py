@@ -19,7 +19,9 @@ def main(
         "margin",
         help="Exit signal: entropy, margin, saturation, classifier, or rank (an exit "
         "classifier that also reads the candidate's first-stage rank, fitted on every third "
-        "calibration query and tested on the others; exited candidates are pruned)",
+        "calibration query and tested on the others; exited candidates are pruned); or "
+        "cutoff: no early exit, rerank only the first stage's top R (R calibrated from 1000 "
+        "down to 10; the others keep their order below)",
     ),
     delta: float = typer.Option(
         0.02, help="Tolerated mean nDCG@10 drop against the ranker without early exit"

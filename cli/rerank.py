@@ -31,7 +31,8 @@ def main(
     policy: str = typer.Option(
         None,
         help="Early-exit policy of the elastic ranker: entropy:T, margin:T, saturation:T, "
-        "classifier:T, or calibrated:FILE.json (from calibration; the way to use a rank "
+        "classifier:T, cutoff:R (rescore only the run's top R, the rest kept below in "
+        "their order), or calibrated:FILE.json (from calibration; the way to use a rank "
         "policy, which reads the run's ranks) [default: the fixed --level]",
     ),
     depth: int = typer.Option(1000, "--depth", help="Candidates read per query from the input run"),

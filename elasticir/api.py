@@ -167,7 +167,7 @@ class RerankConfig:
 @dataclass(frozen=True)
 class RerankResult:
     run: Run
-    reports: dict  # stage name -> Counter of what happened (pairs scored, skips)
+    reports: dict  # stage name -> what happened (pairs scored, skips; the ranker's speedup)
 
 
 def rerank(config: RerankConfig) -> RerankResult:
@@ -187,6 +187,7 @@ def rerank(config: RerankConfig) -> RerankResult:
     first.source = str(config.run)
     passages = PassageLookup(config.corpus)
     pipeline = first
+    costed = []  # stages whose scorer counts its FLOPs (the elastic ranker)
     for spec in config.stages:
         scorer = make_scorer(
             spec,
@@ -206,8 +207,17 @@ def rerank(config: RerankConfig) -> RerankResult:
             name=str(spec),
         )
         pipeline = pipeline >> (stage % spec.k if spec.k else stage)
+        if "full_flops" in (getattr(scorer, "stats", None) or {}):
+            costed.append((repr(stage), scorer))
     run = pipeline.run(queries)
-    return RerankResult(run, {name: dict(c) for name, c in pipeline.reports().items() if c})
+    reports = {name: dict(c) for name, c in pipeline.reports().items() if c}
+    for name, scorer in costed:
+        stats = scorer.stats
+        if stats["pairs"]:  # what early exit or a cutoff saved, from the FLOPs spent
+            reports.setdefault(name, {})["FLOPs speedup vs the full ranker"] = (
+                f"{stats['speedup']:.2f}x (mean exit layer {stats['mean_exit_layer']:.2f})"
+            )
+    return RerankResult(run, reports)
 
 
 def train_denser(config: DenserTrainConfig, progress: bool = True) -> Path:

@@ -1,6 +1,9 @@
-"""The rank-aware exit policy: an exit classifier that reads the candidate's first-stage rank,
-fitted without labels, calibrated by Learn-then-Test on queries it was not fitted on, and run
-for real by the ranker, with exited candidates pruned below the ones that went deeper.
+"""The policies that read first-stage ranks. The rank-aware exit policy: an exit classifier
+that reads the candidate's first-stage rank, fitted without labels, calibrated by
+Learn-then-Test on queries it was not fitted on, and run for real by the ranker, with exited
+candidates pruned below the ones that went deeper. The calibrated list cutoff: score only the
+first stage's top R (no early exit), the rest never encoded and kept in first-stage order
+below; R calibrated by Learn-then-Test like an exit threshold.
 
 Synthetic records test the statistics; the packaged MiniLM with untrained exit heads tests
 the computation (one torch thread).
@@ -18,7 +21,9 @@ from elasticir.data.records import Passage, Query
 from elasticir.encoders.levels import Level
 from elasticir.rerank.pipeline import Rerank, RunFile
 from elasticir.rerank.policies import (
+    CUTOFFS,
     PRUNE_GAP,
+    CutoffPolicy,
     PolicyFamily,
     RankPolicy,
     calibrate_records,
@@ -159,6 +164,81 @@ def test_rank_calibration_fits_on_some_queries_and_tests_on_the_others() -> None
         calibrate_records(_records(2, rng), offsets[:3], "rank", delta=delta, epsilon=0.1)
 
 
+def _cut_records(n_queries: int, rng: np.random.Generator, per: int = 100) -> LayerRecords:
+    """Two layers, ``per`` candidates a query in first-stage order; the deepest exit's score
+    follows the first-stage order with noise, so its top 10 come mostly from the top 30."""
+    ranks = np.tile(np.arange(1, per + 1, dtype=np.float64), n_queries)
+    deepest = -np.log(ranks) + rng.normal(0, 0.5, len(ranks))
+    n = len(ranks)
+    return LayerRecords(
+        scores=np.stack([rng.normal(0, 1, n), deepest], 1).astype(np.float32),
+        saturation=np.ones((n, 2), dtype=np.float32),
+        classifier=None,
+        layer_cost=np.full(n, 100, dtype=np.int64),
+        full_cost=np.full(n, 600, dtype=np.int64),
+        level=Level("L2"),
+        num_layers=6,
+    )
+
+
+def test_cutoff_policy_is_a_value_with_a_spec() -> None:
+    policy = CutoffPolicy(30)
+    assert eval(repr(policy), {"CutoffPolicy": CutoffPolicy}) == policy  # noqa: S307
+    assert policy.spec == "cutoff:30" and parse_policy("cutoff:30") == policy
+    assert parse_policy(" cutoff:30.0 ") == policy  # a whole number written as a float
+    assert policy.uses_ranks and policy.prunes and not policy.exits_early
+    assert policy.skips(np.array([1, 30, 31, 100])).tolist() == [False, False, True, True]
+    for bad in ("cutoff:0", "cutoff:2.5", "cutoff:10/20", "cutoff:10,min=2", "cutoff:-3"):
+        with pytest.raises(ValueError):
+            parse_policy(bad)
+    for bad_value in (0, 2.5, True, float("inf"), "30"):
+        with pytest.raises(ValueError, match="whole number"):
+            CutoffPolicy(bad_value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no exit layers"):
+        PolicyFamily("cutoff", min_layer=2)
+    family = PolicyFamily("cutoff")
+    assert family.default_thresholds() == tuple(float(c) for c in CUTOFFS)
+    assert family.is_ordered(family.default_thresholds()) and not family.increasing
+    assert family.policy(50.0) == CutoffPolicy(50)
+
+
+def test_simulated_cutoff_keeps_the_first_stage_order_below_the_scored() -> None:
+    records = _cut_records(3, np.random.default_rng(0), per=40)
+    ranks = first_stage_ranks(np.arange(0, 121, 40))
+    exits, scores = simulate(CutoffPolicy(15), records, ranks)
+    assert exits.tolist() == ([2] * 15 + [0] * 25) * 3
+    np.testing.assert_array_equal(scores[ranks <= 15], records.scores[ranks <= 15, 1])
+    for a in (0, 40, 80):
+        head, tail = scores[a : a + 15], scores[a + 15 : a + 40]
+        assert tail.max() < head.min() - PRUNE_GAP  # below every scored candidate
+        assert np.all(np.diff(tail) < 0)  # in first-stage order
+    with pytest.raises(ValueError, match="first-stage rank"):
+        simulate(CutoffPolicy(15), records)
+
+
+def test_cutoff_calibration_holds_on_fresh_queries() -> None:
+    records = _cut_records(200, np.random.default_rng(1))
+    offsets = np.arange(0, records.scores.shape[0] + 1, 100)
+    delta = 0.05
+    result = calibrate_records(records, offsets, "cutoff", delta=delta, epsilon=0.1)
+    assert isinstance(result.policy, CutoffPolicy) and result.fit_queries == 0
+    assert result.n_queries == 200 and result.risk <= delta
+    # 1000 and 500 cut nothing from 100-long lists; the chosen one cuts
+    assert result.risks[:6] == (0.0,) * 6 and result.speedups[:6] == (1.0,) * 6
+    assert 10 < result.policy.cutoff < 100
+    assert result.speedup == pytest.approx(100 / result.policy.cutoff)
+    assert result.mean_exit_layers[result.chosen] == pytest.approx(2 * result.policy.cutoff / 100)
+    assert json.loads(json.dumps(result.to_dict()))["policy"] == result.policy.spec
+    # one step shorter than the chosen cutoff is not shown safe (fixed-sequence testing)
+    assert result.chosen + 1 == len(CUTOFFS) or result.pvalues[result.chosen + 1] > 0.1
+    fresh = _cut_records(300, np.random.default_rng(2))
+    fresh_offsets = np.arange(0, fresh.scores.shape[0] + 1, 100)
+    _, scores = simulate(result.policy, fresh, first_stage_ranks(fresh_offsets))
+    assert query_losses(scores, fresh.scores[:, 1], fresh_offsets).mean() <= delta
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        calibrate_records(records, offsets, "cutoff", delta, 0.1, thresholds=[10, 50])
+
+
 @pytest.fixture(scope="module")
 def ranker() -> ElasticRanker:
     with pytest.warns(UntrainedExitsWarning, match="no trained exit heads"):
@@ -230,3 +310,57 @@ def test_evaluate_policy_gives_the_rank_policy_its_ranks(ranker: ElasticRanker) 
     evaluation = evaluate_policy(ranker, policy, [(QUERY, PASSAGES)])
     assert evaluation.mean_exit_layer == pytest.approx((5 * 6 + 3 * 3) / 8)
     assert 0.0 <= evaluation.risk <= 1.0 and evaluation.speedup > 1.0
+
+
+def test_the_ranker_never_encodes_the_cut_candidates(ranker: ElasticRanker) -> None:
+    n = len(PASSAGES)
+    queries, ranks = [QUERY] * n, np.arange(1, n + 1)
+    policy = CutoffPolicy(4)
+    out = ranker.score_pairs(queries, PASSAGES, policy=policy, ranks=ranks, batch_size=3)
+    full = ranker.score_pairs(queries, PASSAGES, batch_size=3)
+    assert out.exit_layers.tolist() == [6, 6, 6, 6, 0, 0, 0, 0]
+    np.testing.assert_allclose(out.scores[:4], full.scores[:4], atol=1e-4)
+    assert out.flops[4:].tolist() == [0, 0, 0, 0]
+    assert out.flops[:4].tolist() == full.flops[:4].tolist()
+    assert out.speedup == pytest.approx(full.full_flops.sum() / full.flops[:4].sum())
+    np.testing.assert_array_equal(out.full_flops, full.full_flops)
+    records = ranker.layer_records(queries, PASSAGES, batch_size=3)
+    expected_layers, expected_scores = simulate(policy, records, ranks)
+    np.testing.assert_array_equal(out.exit_layers, expected_layers)
+    np.testing.assert_allclose(out.scores, expected_scores, atol=1e-3)
+    order = np.argsort(-out.scores, kind="stable")
+    assert order[4:].tolist() == [4, 5, 6, 7]
+    # the model sees only the kept pairs: count the rows that enter the encoder
+    seen: list[int] = []
+    start = ranker.net.start
+
+    def counting_start(input_ids, *rest):  # type: ignore[no-untyped-def]
+        seen.append(int(input_ids.shape[0]))
+        return start(input_ids, *rest)
+
+    ranker.net.start = counting_start  # type: ignore[method-assign]
+    try:
+        direct = ranker.score(QUERY, PASSAGES, policy="cutoff:4", batch_size=3)
+    finally:
+        del ranker.net.start
+    assert sum(seen) == 4 and direct.exit_layers.tolist() == [6] * 4 + [0] * 4
+    with pytest.raises(ValueError, match="first-stage rank"):
+        ranker.score_pairs(queries, PASSAGES, policy=policy)
+    # a cascade split into calls keeps the query's ranks: the second call starts at rank 4
+    corpus = {f"d{i}": Passage(f"d{i}", text) for i, text in enumerate(PASSAGES)}
+    first = RunFile({"q": {f"d{i}": float(-i) for i in range(n)}})
+    scorer = RankerScorer(ranker, policy=policy)
+    assert scorer.reads_ranks
+    run = (first >> Rerank(scorer, corpus, batch=3)).run([Query("q", QUERY)])
+    np.testing.assert_allclose([run["q"][f"d{i}"] for i in range(n)], out.scores, atol=1e-3)
+    assert scorer.stats["speedup"] == pytest.approx(out.speedup)
+    reranked, output = rerank_run(
+        ranker,
+        {"q": {f"d{i}": float(-i) for i in range(n)}},
+        {"q": QUERY},
+        {f"d{i}": text for i, text in enumerate(PASSAGES)},
+        policy="cutoff:2",
+    )
+    assert output.exit_layers.tolist() == [6, 6, 0, 0, 0, 0, 0, 0] and set(reranked["q"]) == set(
+        corpus
+    )

@@ -427,3 +427,48 @@ def test_cli_calibrates_a_rank_policy_and_reranks_with_the_run_ranks(
     result = runner.invoke(app, [*args, "--family", "rank", "-q", "-o", str(tmp_path / "x.json")])
     assert result.exit_code != 0 and "nothing to fit" in result.output
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.data
+def test_cli_calibrates_a_list_cutoff_and_reranks_only_its_top(
+    straight: Path, tmp_path: Path, sample_first_stage
+) -> None:
+    """`calibrate --family cutoff` picks how many of the first stage's candidates to rerank;
+    `rerank` with it rescores those and keeps the others, in first-stage order, below."""
+    from elasticir.cli.app import app
+    from typer.testing import CliRunner
+
+    from elasticir.data import read_run, sample_dataset
+    from elasticir.rerank.policies import CutoffPolicy, parse_policy
+
+    sample = sample_dataset()
+    run_path, docs = sample_first_stage(16)
+    common = ["--run", str(run_path), "--topics", str(sample.queries)]
+    common += ["--corpus", str(sample.corpus)]
+    calibration = tmp_path / "cutoff.json"
+    runner = CliRunner()
+    args = ["calibrate", "--model", str(straight), *common, "--family", "cutoff", "-q"]
+    result = runner.invoke(
+        app, [*args, "--delta", "0.5", "--epsilon", "0.3", "-o", str(calibration)]
+    )
+    assert result.exit_code == 0, result.output
+    chosen = json.loads(calibration.read_text())
+    assert chosen["family"] == "cutoff" and chosen["fit_queries"] == 0
+    policy = parse_policy(chosen["policy"])
+    assert isinstance(policy, CutoffPolicy) and policy.cutoff < 16  # a loose delta cuts
+    first = read_run(run_path)
+    out = tmp_path / "reranked.trec"
+    stage = ["--ranker", f"elastic:{straight}", "--policy", f"calibrated:{calibration}"]
+    result = runner.invoke(app, ["rerank", *common, *stage, "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    # the saving is reported: only the top R of 16 ran, every one of them to the last layer
+    assert f"(mean exit layer {6 * policy.cutoff / 16:.2f})" in result.output
+    assert "FLOPs speedup vs the full ranker" in result.output
+    reranked = read_run(out)
+    for qid, scored in reranked.items():
+        assert set(scored) == set(docs)  # none dropped
+        first_order = sorted(first[qid], key=lambda d: (-first[qid][d], d))
+        new_order = sorted(scored, key=lambda d: -scored[d])
+        cut = first_order[policy.cutoff :]
+        assert new_order[policy.cutoff :] == cut  # below the reranked, in first-stage order
+        assert set(new_order[: policy.cutoff]) == set(first_order[: policy.cutoff])

@@ -23,6 +23,9 @@ evaluates back to an equal policy, and each has a one-word ``spec`` (:func:`pars
                                                              that also reads the candidate's
                                                              first-stage rank; exited
                                                              candidates are pruned (below)
+    CutoffPolicy(30)                          "cutoff:30"    no early exit, a shorter list:
+                                                             only first-stage ranks <= 30
+                                                             are scored (below)
 
 A confidence policy exits when the signal is strictly *above* its threshold, the entropy
 policy when the entropy is strictly *below* it: ``entropy:0`` and ``margin:1`` never exit
@@ -40,6 +43,12 @@ fitted without labels (:func:`fit_rank_exits`) on queries kept apart from the Le
 ones. The ranks are 1-based positions in the first stage's order: :meth:`ElasticRanker.score`
 reads its passages' order, ``score_pairs`` takes ``ranks=``, and calibration data list each
 query's candidates in first-stage order (:func:`calibration_queries` does).
+
+**Calibrated list cutoff** (:class:`CutoffPolicy`). The peer of early exit that needs no exit
+at all: score only the candidates of first-stage rank ``<= cutoff`` (at the level's depth)
+and leave the others in first-stage order below them, never encoded (exit layer 0, no
+FLOPs). Its family, ``"cutoff"``, calibrates the cutoff like a threshold, from long lists to
+short, with the same loss and test: the calibrated depth of a cascade's reranking stage.
 
 **Calibration** (:func:`calibrate`, Learn-then-Test as in CALM). A *family* (a measure and a
 ``min_layer``) has thresholds ordered from most conservative to most aggressive. The loss of
@@ -81,10 +90,13 @@ if TYPE_CHECKING:
     from elasticir.rerank.ranker import ElasticRanker, LayerRecords
 
 __all__ = [
+    "CUTOFFS",
+    "FAMILIES",
     "MEASURES",
     "Calibration",
     "CalibrationQuery",
     "ConfidencePolicy",
+    "CutoffPolicy",
     "EntropyPolicy",
     "ExitPolicy",
     "FixedLevel",
@@ -99,6 +111,7 @@ __all__ = [
     "calibration_queries",
     "consistency_grades",
     "evaluate_policy",
+    "first_stage_ranks",
     "fit_rank_exits",
     "hoeffding_bentkus_pvalue",
     "hoeffding_pvalue",
@@ -107,10 +120,12 @@ __all__ = [
     "parse_policy",
     "query_losses",
     "simulate",
+    "skipped_scores",
 ]
 
 MEASURES = ("margin", "saturation", "classifier")
-FAMILIES = ("entropy", *MEASURES, "rank")
+FAMILIES = ("entropy", *MEASURES, "rank", "cutoff")
+CUTOFFS = (1000, 500, 300, 200, 150, 100, 90, 80, 70, 60, 50, 40, 30, 25, 20, 15, 10)
 PRUNE_GAP = 1000.0  # score gap per skipped layer below which a pruned candidate ranks
 BOUNDS = ("hb", "hoeffding")
 LOSSES = ("consistency", "qrels")
@@ -152,6 +167,12 @@ class ExitPolicy:
     uses_classifier: bool = False
     uses_ranks: bool = False  # reads each candidate's first-stage rank
     prunes: bool = False  # exited candidates rank below every one that went deeper
+    exits_early: bool = True  # decides after layers (a cutoff decides before the first)
+
+    def skips(self, ranks: np.ndarray) -> np.ndarray | None:
+        """Which candidates (of these 1-based first-stage ranks) are never scored: None
+        when every one runs (all but :class:`CutoffPolicy`)."""
+        return None
 
     def threshold_at(self, layer: int) -> float:
         """The threshold applied after ``layer`` (1-based)."""
@@ -403,7 +424,60 @@ class RankPolicy(ExitPolicy):
         return out if self.min_layer == 1 else f"{out},min={self.min_layer}"
 
 
-Policy = FixedLevel | EntropyPolicy | ConfidencePolicy | RankPolicy
+def _cutoff(value: object) -> int:
+    number = value if isinstance(value, (int, float, np.integer, np.floating)) else None
+    if isinstance(value, bool) or number is None or not math.isfinite(number):
+        raise ValueError(f"a list cutoff is a whole number of candidates >= 1, got {value!r}")
+    if number != int(number) or number < 1:
+        raise ValueError(f"a list cutoff is a whole number of candidates >= 1, got {value!r}")
+    return int(number)
+
+
+def skipped_scores(ranks: np.ndarray, depth: int) -> np.ndarray:
+    """The scores of candidates a cutoff leaves out, at a level of ``depth`` layers: below
+    every scored candidate (pruned ones included), in first-stage order."""
+    return (-(PRUNE_GAP * (depth + 1)) - np.asarray(ranks, dtype=np.float64)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CutoffPolicy(ExitPolicy):
+    """Score only the candidates of first-stage rank ``<= cutoff``, at the level's depth with
+    no early exit; the others are never encoded (exit layer 0) and keep the first-stage order
+    below every scored one (:func:`skipped_scores`). Reads ranks as :class:`RankPolicy` does.
+    """
+
+    cutoff: int
+    uses_ranks = True
+    prunes = True
+    exits_early = False
+    min_layer = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cutoff", _cutoff(self.cutoff))
+
+    @property
+    def thresholds(self) -> Thresholds:  # type: ignore[override]
+        return float(self.cutoff)
+
+    def skips(self, ranks: np.ndarray) -> np.ndarray | None:
+        return np.asarray(ranks) > self.cutoff
+
+    def _decide(
+        self,
+        layer: int,
+        scores: torch.Tensor,
+        saturation: torch.Tensor | None,
+        classifier: torch.Tensor | None,
+        ranks: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+
+    @property
+    def spec(self) -> str:
+        return f"cutoff:{self.cutoff}"
+
+
+Policy = FixedLevel | EntropyPolicy | ConfidencePolicy | RankPolicy | CutoffPolicy
 
 _SPEC = re.compile(
     r"^(?P<name>[a-z]+):(?P<values>[^,]+)(?:,w=(?P<weights>[^,]+))?(?:,min=(?P<min>\d+))?$"
@@ -424,7 +498,7 @@ def parse_policy(spec: str | Policy) -> Policy:
             raise ValueError(
                 f"not an exit policy: {spec!r}; expected a level ('L4-W75', 'full') or "
                 "'<entropy|margin|saturation|classifier>:<threshold>[,min=<layer>]' or "
-                "'rank:<threshold>,w=<weights>'"
+                "'rank:<threshold>,w=<weights>' or 'cutoff:<candidates>'"
             ) from None
     name, values = match.group("name"), match.group("values").split("/")
     try:
@@ -448,6 +522,10 @@ def parse_policy(spec: str | Policy) -> Policy:
         return RankPolicy(thresholds, tuple(tuple(row) for row in weights), min_layer)  # type: ignore[arg-type]
     if match.group("weights") is not None:
         raise ValueError(f"not an exit policy: {spec!r}; only rank policies carry weights")
+    if name == "cutoff":
+        if len(numbers) != 1 or match.group("min") is not None:
+            raise ValueError(f"not an exit policy: {spec!r}; a cutoff is one number: 'cutoff:30'")
+        return CutoffPolicy(_cutoff(numbers[0]))
     if name == "entropy":
         return EntropyPolicy(thresholds, min_layer)
     if name in MEASURES:
@@ -461,9 +539,10 @@ def parse_policy(spec: str | Policy) -> Policy:
 @dataclass(frozen=True)
 class PolicyFamily:
     """A policy family for calibration: a measure (``"entropy"``, ``"margin"``,
-    ``"saturation"``, ``"classifier"``, ``"rank"``) and a ``min_layer``; one policy per
-    threshold. The rank family also needs its exit ``weights`` (:func:`fit_rank_exits`); left
-    out, calibration fits them on a share of the calibration queries."""
+    ``"saturation"``, ``"classifier"``, ``"rank"``, ``"cutoff"``) and a ``min_layer``; one
+    policy per threshold (for ``"cutoff"``, the threshold is the list cutoff). The rank family
+    also needs its exit ``weights`` (:func:`fit_rank_exits`); left out, calibration fits them
+    on a share of the calibration queries."""
 
     measure: str
     min_layer: int = 1
@@ -473,12 +552,18 @@ class PolicyFamily:
         if self.measure not in FAMILIES:
             raise ValueError(f"policy family is one of {FAMILIES}, got {self.measure!r}")
         object.__setattr__(self, "min_layer", _min_layer(self.min_layer))
+        if self.measure == "cutoff" and self.min_layer != 1:
+            raise ValueError("the cutoff family has no exit layers: leave min_layer at 1")
         if self.weights is not None:
             if self.measure != "rank":
                 raise ValueError(f"only the rank family has exit weights, not {self.measure!r}")
             object.__setattr__(self, "weights", _rank_weights(self.weights))
 
-    def policy(self, threshold: float) -> EntropyPolicy | ConfidencePolicy | RankPolicy:
+    def policy(
+        self, threshold: float
+    ) -> EntropyPolicy | ConfidencePolicy | RankPolicy | CutoffPolicy:
+        if self.measure == "cutoff":
+            return CutoffPolicy(_cutoff(threshold))
         if self.measure == "entropy":
             return EntropyPolicy(float(threshold), self.min_layer)
         if self.measure == "rank":
@@ -498,7 +583,9 @@ class PolicyFamily:
     def default_thresholds(self) -> tuple[float, ...]:
         """41 thresholds, most conservative (never exits early) first, denser where the
         decisions are cautious: ``u in {0} + logspace(-4, 0, 40)``, as the entropy itself or
-        as ``1 - u`` for a confidence."""
+        as ``1 - u`` for a confidence. Cutoffs: ``CUTOFFS``, 1000 candidates down to 10."""
+        if self.measure == "cutoff":
+            return tuple(float(c) for c in CUTOFFS)
         u = np.concatenate([[0.0], np.logspace(-4, 0, 40)])
         values = u if self.increasing else 1.0 - u
         return tuple(float(round(v, 10)) for v in values)
@@ -524,7 +611,8 @@ def simulate(
     Uses the same :meth:`ExitPolicy.exits` as the ranker's real early exit, on the recorded
     per-layer scores and signals: the decision after layer ``i`` needs nothing deeper. A
     pruning policy's scores are what the ranker returns (exit logit minus ``PRUNE_GAP`` per
-    skipped layer). ``ranks``: each pair's 1-based first-stage rank, for rank policies.
+    skipped layer). ``ranks``: each pair's 1-based first-stage rank, for rank and cutoff
+    policies; a cutoff's skipped pairs get exit layer 0 and :func:`skipped_scores`.
     """
     n, depth = records.scores.shape
     if isinstance(policy, FixedLevel):
@@ -533,6 +621,14 @@ def simulate(
         if stop > depth:
             raise ValueError(f"policy {policy.spec} is deeper than the records ({depth} layers)")
         exit_layers = np.full(n, stop, dtype=np.int64)
+    elif isinstance(policy, CutoffPolicy):
+        if ranks is None or len(ranks) != n:
+            raise ValueError(f"policy {policy.spec} needs one first-stage rank per record")
+        skipped = policy.skips(np.asarray(ranks))
+        exit_layers = np.where(skipped, 0, depth).astype(np.int64)
+        chosen = records.scores[:, depth - 1].astype(np.float32)
+        chosen[skipped] = skipped_scores(np.asarray(ranks)[skipped], depth)
+        return exit_layers, chosen
     else:
         policy.check(depth)
         if policy.uses_classifier and records.classifier is None:
@@ -1044,18 +1140,19 @@ def calibrate_records(
     owning rows ``offsets[q]:offsets[q + 1]``; each threshold is simulated (:func:`simulate`)
     and scored with :func:`query_losses` against the deepest recorded exit.
 
-    The rank family reads ``ranks`` (default: positions within each query, i.e. candidates in
-    first-stage order). Without weights, they are fitted (:func:`fit_rank_exits`) on every
-    ``fit_every``-th query (0, 3, 6, ...), and Learn-then-Test runs on the others only, so
-    the test does not see the queries that shaped the thresholds' meaning."""
+    The rank and cutoff families read ``ranks`` (default: positions within each query, i.e.
+    candidates in first-stage order). Without weights, the rank family's are fitted
+    (:func:`fit_rank_exits`) on every ``fit_every``-th query (0, 3, 6, ...), and Learn-then-Test
+    runs on the others only, so the test does not see the queries that shaped the thresholds'
+    meaning."""
     family = _family(family)
     offsets = np.asarray(offsets, dtype=np.int64)
     fit_queries = 0
-    if family.measure == "rank":
+    if family.measure in ("rank", "cutoff"):
         if offsets[0] != 0 or offsets[-1] != records.scores.shape[0]:
             raise ValueError("offsets must run from 0 to the number of records")
         ranks = first_stage_ranks(offsets) if ranks is None else np.asarray(ranks)
-        if family.weights is None:
+        if family.measure == "rank" and family.weights is None:
             if fit_every < 2 or len(offsets) - 1 < fit_every:
                 raise ValueError(
                     f"fitting the rank exits needs fit_every >= 2 and at least {fit_every} "
@@ -1072,7 +1169,7 @@ def calibrate_records(
     if not grid:
         raise ValueError("no thresholds to test")
     if not family.is_ordered(grid):
-        direction = "increasing" if family.measure == "entropy" else "decreasing"
+        direction = "increasing" if family.increasing else "decreasing"
         raise ValueError(
             f"{family.measure} thresholds go from conservative to aggressive: strictly {direction}"
         )
@@ -1094,7 +1191,7 @@ def calibrate_records(
             query_losses(scores, reference, offsets, k=k, loss=loss, relevance=relevance)
         )
         spent = float((exit_layers * records.layer_cost).sum())
-        speedups.append(reference_flops / spent)
+        speedups.append(reference_flops / spent if spent else math.inf)
         mean_layers.append(float(exit_layers.mean()))
     risks, pvalues, chosen = learn_then_test(np.stack(columns, axis=1), delta, epsilon, bound)
     level = records.level

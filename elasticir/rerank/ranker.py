@@ -82,7 +82,14 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import resolve_model_path
 from elasticir.rerank.pipeline import Reranker
-from elasticir.rerank.policies import PRUNE_GAP, ExitPolicy, FixedLevel, Policy, parse_policy
+from elasticir.rerank.policies import (
+    PRUNE_GAP,
+    ExitPolicy,
+    FixedLevel,
+    Policy,
+    parse_policy,
+    skipped_scores,
+)
 
 if TYPE_CHECKING:
     from elasticir.data.records import Passage, Run
@@ -825,7 +832,10 @@ class ElasticRanker:
         level (``level`` must then be left at ``full`` or equal it). ``ranks``: each pair's
         1-based rank in its query's first stage, which rank policies read (and need).
         Under a pruning policy (:class:`~elasticir.rerank.policies.RankPolicy`) an exited
-        pair's score is its exit's logit minus ``PRUNE_GAP`` per layer it skipped.
+        pair's score is its exit's logit minus ``PRUNE_GAP`` per layer it skipped. Under a
+        :class:`~elasticir.rerank.policies.CutoffPolicy` the pairs ranked below the cutoff are
+        never encoded: exit layer 0, no FLOPs, ``skipped_scores`` (first-stage order, below
+        every scored pair).
         """
         level, exit_policy = self._resolve(level, policy)
         queries, passages = list(queries), list(passages)
@@ -839,7 +849,8 @@ class ElasticRanker:
                 )
         if exit_policy is not None and exit_policy.uses_ranks and rank_array is None:
             raise ValueError(
-                "this rank policy reads each candidate's first-stage rank: pass ranks= (or use "
+                f"policy {exit_policy.spec[:40]} reads each candidate's first-stage rank: pass "
+                "ranks= (or use "
                 "score(query, passages) with the passages in first-stage order)"
             )
         ids, types = self._encode(queries, passages)
@@ -848,7 +859,17 @@ class ElasticRanker:
         scores = np.empty(n, dtype=np.float32)
         exits = np.empty(n, dtype=np.int64)
         depth = sub_network(self.config, level).depth
-        for rows in _batches(lengths, batch_size or self.batch_size):
+        scored = np.arange(n)
+        if exit_policy is not None and rank_array is not None:
+            skipped = exit_policy.skips(rank_array)
+            if skipped is not None:  # a cutoff: these pairs are never encoded
+                scores[skipped] = skipped_scores(rank_array[skipped], depth)
+                exits[skipped] = 0
+                scored = np.flatnonzero(~skipped)
+        if exit_policy is not None and not exit_policy.exits_early:
+            exit_policy = None  # every scored pair runs to the level's depth
+        for batch_rows in _batches(lengths[scored], batch_size or self.batch_size):
+            rows = scored[batch_rows]
             batch = _pad(ids, types, rows, self._pad_id, self.device)
             batch_ranks = None
             if rank_array is not None:
