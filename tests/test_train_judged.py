@@ -132,6 +132,63 @@ def test_fine_tuning_on_a_fold_records_what_it_saw(
     assert not (root / "wrong" / "elasticir.json").exists()  # refused before anything is written
 
 
+def test_dense_negatives_are_the_judged_ones_the_bi_encoder_ranks_high(tmp_path: Path) -> None:
+    """``negatives_depth``: a query's negatives are its judged non-relevant passages in the
+    base bi-encoder's top k, checked against the bi-encoder's own scores; a query with too few
+    there keeps all its judged negatives, and the record counts both kinds."""
+    import numpy as np
+
+    from elasticir.data import load_passages, sample_dataset
+    from elasticir.encoders.denser import ElasticDenser
+
+    sample = sample_dataset()
+    root = tmp_path / "data"
+    (root / "msmarco-dl19").mkdir(parents=True)
+    layout = root / "msmarco-dl19"
+    (layout / "corpus.jsonl").write_bytes(sample.corpus.read_bytes())
+    (layout / "queries.tsv").write_bytes(sample.queries.read_bytes())
+    relevant = {q: set(d) for q, d in read_qrels(sample.qrels).items()}
+    passages = load_passages(sample.corpus)
+    topics = {q.query_id: q.text for q in read_topics(sample.queries)}
+    lines = [f"{q} 0 {d} {2 if d in relevant.get(q, ()) else 0}" for q in topics for d in passages]
+    (layout / "qrels.txt").write_text("\n".join(lines) + "\n")
+    (layout / "runs").mkdir()
+    (layout / "runs" / "bm25-top100.trec").write_text("")  # the layout names one; unread here
+    depth = 4
+    spec = JudgedData("msmarco-dl19", 2, 0, 0, 2, 3, 13, root, depth, 3, None, tmp_path / "cache")
+    groups, record = judged_groups(spec)
+    plain, _ = judged_groups(dataclasses.replace(spec, negatives_depth=None))
+    # the bi-encoder's top k of each training query, from its own scores
+    encoder = ElasticDenser()
+    ids = list(passages)
+    vectors = encoder.encode_passages([passages[d].encoder_text() for d in ids])
+    texts = {" ".join(topics[q].split()): q for q in record["train_query_ids"]}
+    counted = {"queries": 0, "fallback_queries": 0}
+    by_query = {g.query: g for g in groups}
+    for query, group in by_query.items():
+        qid = texts[query]
+        scores = vectors @ encoder.encode_queries([topics[qid]])[0]
+        top = {ids[i] for i in np.argsort(-scores)[:depth]}
+        hard = {passages[d].encoder_text() for d in top if d not in relevant.get(qid, ())}
+        if len(hard) >= 3:
+            assert set(group.negatives) == hard
+            counted["queries"] += 1
+        else:
+            assert len(group.negatives) == len(passages) - len(relevant.get(qid, ()))
+            counted["fallback_queries"] += 1
+    assert record["dense_negatives"] == counted and counted["queries"] > 0
+    assert record["negatives_depth"] == depth
+    assert len(plain) == len(groups) and all(len(g.negatives) > depth for g in plain)
+    with pytest.raises(ValueError, match="needs judged"):
+        RankerTrainConfig(output=tmp_path, judged_negatives_depth=100)
+    with pytest.raises(ValueError, match="judged_negatives_depth"):
+        RankerTrainConfig(output=tmp_path, judged="msmarco-dl19", judged_negatives_depth=0)
+    keyed = RankerTrainConfig(output=tmp_path, sources=(), judged="msmarco-dl19")
+    assert "judged_negatives_depth" not in keyed.training_fields()  # old runs keep their keys
+    deep = dataclasses.replace(keyed, judged_negatives_depth=100)
+    assert deep.training_fields()["judged_negatives_depth"] == 100
+
+
 def test_judged_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="0-based"):
         RankerTrainConfig(output=tmp_path, judged="msmarco-dl19", judged_fold=5)

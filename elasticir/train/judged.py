@@ -14,6 +14,11 @@ Groups (source ``judged``): for each training query, each passage judged at leas
 hundreds of relevant passages do not swamp the others); its negatives are the query's judged
 passages below ``relevance``, and the teacher scores are the judgement grades themselves, so the
 distillation term also orders the negatives by grade (a grade-1 passage above a grade-0 one).
+
+With ``negatives_depth`` set, a query's negatives are only its judged-below-``relevance``
+passages that the base bi-encoder ranks in its top ``negatives_depth`` over the collection's
+corpus -- the hard negatives of the dense first stage the ranker will rerank -- as long as at
+least ``min_negatives`` are there (else all its judged negatives, counted in the record).
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class JudgedData:
     per_query: int
     seed: int
     data_root: Path
+    negatives_depth: int | None = None
+    min_negatives: int = 1
+    base_model: str | None = None
+    cache: Path | None = None
 
 
 def assign_folds(query_ids: list[str] | set[str], folds: int, seed: int = 0) -> dict[str, int]:
@@ -75,7 +84,7 @@ def split_queries(
     return train, held
 
 
-def judged_groups(spec: JudgedData) -> tuple[list[Any], dict[str, Any]]:
+def judged_groups(spec: JudgedData, progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
     """``(groups, record)``: the :class:`~elasticir.train.ranker.RankingGroup` s of the
     training folds' queries (see the module docstring) and what was used, with the training and
     held-out query ids. Queries with no passage judged at ``relevance`` or none below it give
@@ -99,15 +108,26 @@ def judged_groups(spec: JudgedData) -> tuple[list[Any], dict[str, Any]]:
     needed = {d for q in train_ids for d in qrels[q]}
     passages = load_passages(dataset.corpus, needed)
     missing = needed - set(passages)
+    dense = None
+    if spec.negatives_depth is not None:
+        dense = _dense_top(spec, dataset.corpus, {q: topics[q] for q in train_ids}, progress)
     rng = np.random.default_rng([spec.seed, 607])
     groups = []
     used: dict[str, int] = {}
+    dense_negatives = {"queries": 0, "fallback_queries": 0}
     for qid in train_ids:
         judged = sorted((d, g) for d, g in qrels[qid].items() if d in passages)
         positives = [(d, g) for d, g in judged if g >= spec.relevance]
         negatives = [(d, g) for d, g in judged if g < spec.relevance]
         if not positives or not negatives:
             continue
+        if dense is not None:
+            hard = [(d, g) for d, g in negatives if d in dense[qid]]
+            if len(hard) >= spec.min_negatives:
+                negatives = hard
+                dense_negatives["queries"] += 1
+            else:
+                dense_negatives["fallback_queries"] += 1
         if len(positives) > spec.per_query:
             rows = np.sort(rng.choice(len(positives), spec.per_query, replace=False))
             positives = [positives[int(i)] for i in rows]
@@ -139,7 +159,35 @@ def judged_groups(spec: JudgedData) -> tuple[list[Any], dict[str, Any]]:
         "held_out_query_ids": held_ids,
         "queries_with_groups": len(used),
     }
+    if dense is not None:
+        record["negatives_depth"] = spec.negatives_depth
+        record["dense_negatives"] = dense_negatives
     return groups, record
+
+
+def _dense_top(
+    spec: JudgedData, corpus: Path, queries: dict[str, str], progress: bool
+) -> dict[str, set[str]]:
+    """Each query's top ``spec.negatives_depth`` passage ids by the base bi-encoder over
+    ``corpus`` (its vectors encoded once into the training cache)."""
+    import faiss
+
+    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.index.store import EmbeddingStore
+    from elasticir.train.projection import default_cache, teacher_corpus_store
+
+    assert spec.negatives_depth is not None
+    teacher = ElasticDenser(spec.base_model, batch_size=32)
+    cache = spec.cache if spec.cache is not None else default_cache()
+    _, store = teacher_corpus_store(teacher, Path(corpus), cache, progress)
+    ids, vectors = EmbeddingStore(store).load()
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    order = sorted(queries)
+    encoded = teacher.encode_queries([queries[q] for q in order])
+    depth = min(spec.negatives_depth, len(ids))
+    _, rows = index.search(np.ascontiguousarray(encoded, dtype=np.float32), depth)
+    return {q: {ids[int(r)] for r in row if r >= 0} for q, row in zip(order, rows)}
 
 
 def judged_record(manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -238,6 +238,7 @@ class RankerTrainConfig(TrainConfigFile):
     judged_fold_seed: int = 0
     judged_relevance: int = 2
     judged_per_query: int = 32
+    judged_negatives_depth: int | None = None
     init_from: Path | None = None
     cache: Path | None = None
     checkpoint_every: int = 100
@@ -263,6 +264,8 @@ class RankerTrainConfig(TrainConfigFile):
         if self.judged is None:  # and runs without judged folds
             for name in JUDGED_FIELDS:
                 values.pop(name)
+        if self.judged_negatives_depth is None:  # runs from before the option keep their keys
+            values.pop("judged_negatives_depth")
         if self.init_from is None:
             values.pop("init_from")
         else:  # the starting weights are keyed by their fingerprint (in the data record)
@@ -286,6 +289,10 @@ class RankerTrainConfig(TrainConfigFile):
             check_int("judged_fold_seed", self.judged_fold_seed, 0)
             check_int("judged_relevance", self.judged_relevance, 1)
             check_int("judged_per_query", self.judged_per_query)
+            if self.judged_negatives_depth is not None:
+                check_int("judged_negatives_depth", self.judged_negatives_depth)
+        elif self.judged_negatives_depth is not None:
+            raise ValueError("judged_negatives_depth needs judged (a dataset with qrels)")
             if self.judged_fold >= self.judged_folds:
                 raise ValueError(
                     f"judged_fold is 0-based: in [0, {self.judged_folds}), got {self.judged_fold}"
@@ -577,10 +584,14 @@ def load_groups(config: RankerTrainConfig, progress: bool = False) -> TrainingGr
             per_query=config.judged_per_query,
             seed=config.seed,
             data_root=root,
+            negatives_depth=config.judged_negatives_depth,
+            min_negatives=config.group_size - 1,
+            base_model=config.base_model,
+            cache=config.cache,
         )
         # deliberately not filtered by ``banned``: these are the benchmark's own queries, and
         # only the training folds' (the held-out fold is recorded and never read)
-        found, judged = judged_groups(judged_spec)
+        found, judged = judged_groups(judged_spec, progress=progress)
         counts[JUDGED_SOURCE] = _added_counts(found)
         groups.extend(found)
     if not groups:
