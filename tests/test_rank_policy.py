@@ -188,6 +188,7 @@ def test_cutoff_policy_is_a_value_with_a_spec() -> None:
     assert parse_policy(" cutoff:30.0 ") == policy  # a whole number written as a float
     assert policy.uses_ranks and policy.prunes and not policy.exits_early
     assert policy.skips(np.array([1, 30, 31, 100])).tolist() == [False, False, True, True]
+    assert not policy.exits(2, torch.randn(4), ranks=torch.tensor([1.0, 2, 40, 50])).any()
     for bad in ("cutoff:0", "cutoff:2.5", "cutoff:10/20", "cutoff:10,min=2", "cutoff:-3"):
         with pytest.raises(ValueError):
             parse_policy(bad)

@@ -462,15 +462,9 @@ class CutoffPolicy(ExitPolicy):
     def skips(self, ranks: np.ndarray) -> np.ndarray | None:
         return np.asarray(ranks) > self.cutoff
 
-    def _decide(
-        self,
-        layer: int,
-        scores: torch.Tensor,
-        saturation: torch.Tensor | None,
-        classifier: torch.Tensor | None,
-        ranks: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+    def signal(self, scores: torch.Tensor, *_: torch.Tensor | None) -> torch.Tensor:
+        """No exit after a layer: a signal of 0 never exceeds the cutoff (at least 1)."""
+        return torch.zeros_like(scores)
 
     @property
     def spec(self) -> str:
