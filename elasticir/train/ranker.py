@@ -291,12 +291,12 @@ class RankerTrainConfig(TrainConfigFile):
             check_int("judged_per_query", self.judged_per_query)
             if self.judged_negatives_depth is not None:
                 check_int("judged_negatives_depth", self.judged_negatives_depth)
-        elif self.judged_negatives_depth is not None:
-            raise ValueError("judged_negatives_depth needs judged (a dataset with qrels)")
             if self.judged_fold >= self.judged_folds:
                 raise ValueError(
                     f"judged_fold is 0-based: in [0, {self.judged_folds}), got {self.judged_fold}"
                 )
+        elif self.judged_negatives_depth is not None:
+            raise ValueError("judged_negatives_depth needs judged (a dataset with qrels)")
         if self.levels is not None:
             put("levels", check_levels(self.levels))
             mixed = [lv for lv in self.levels if Level(lv).width is None]
