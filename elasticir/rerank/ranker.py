@@ -850,8 +850,7 @@ class ElasticRanker:
         if exit_policy is not None and exit_policy.uses_ranks and rank_array is None:
             raise ValueError(
                 f"policy {exit_policy.spec[:40]} reads each candidate's first-stage rank: pass "
-                "ranks= (or use "
-                "score(query, passages) with the passages in first-stage order)"
+                "ranks= (or use score(query, passages) with the passages in first-stage order)"
             )
         ids, types = self._encode(queries, passages)
         n = len(ids)
