@@ -84,6 +84,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "elasticir-train-checkpoint"
 QUERY_PART = 2048  # teacher query vectors are cached in parts of this many queries
+CORPUS_DATASETS = ("msmarco-dl19", "nq-open")  # datasets whose passages may join the pool
+PSEUDO_QUERY_WORDS = (4, 12)  # a pseudo-query is a span of this many words (inclusive)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -104,6 +106,12 @@ class DenserTrainConfig(TrainConfigFile):
     warm-up before linear decay. ``threads`` sets torch's intra-op threads for the run.
     The word-embedding table (half of MiniLM's weights, each query touching a few rows) stays
     frozen unless ``train_word_embeddings``; everything else every level uses is trained.
+
+    ``corpus_passages`` names datasets (``msmarco-dl19``, ``nq-open``) whose corpus passage
+    texts join the pool, all of them, after the training passages are sampled: label-free
+    in-domain candidates (no query, question or judgement of those datasets is read).
+    ``pseudo_queries`` adds that many extra training inputs, word spans of 4-12 words cut
+    from pool passages (seeded), distilled like the real queries.
     """
 
     output: Path
@@ -126,6 +134,8 @@ class DenserTrainConfig(TrainConfigFile):
     passage_max_length: int | None = None
     passage_pool_size: int | None = 20000
     max_queries: int | None = None
+    corpus_passages: tuple[str, ...] = ()
+    pseudo_queries: int = 0
     importance_queries: int = 512
     dropout: bool = False
     train_word_embeddings: bool = False
@@ -162,8 +172,20 @@ class DenserTrainConfig(TrainConfigFile):
         if self.focus and not self.sandwich:
             raise ValueError("focus levels add to the sandwich; a static run trains its levels")
         positive = ("steps", "batch_size", "candidates", "max_query_length", "checkpoint_every")
-        for name in (*positive, "importance_queries"):
-            check_int(name, getattr(self, name))
+        if isinstance(self.corpus_passages, str):
+            raise ValueError(
+                f"corpus_passages is a list of dataset names, got the string "
+                f"{self.corpus_passages!r}"
+            )
+        put("corpus_passages", tuple(dict.fromkeys(str(n) for n in self.corpus_passages)))
+        unknown = [n for n in self.corpus_passages if n not in CORPUS_DATASETS]
+        if unknown:
+            raise ValueError(
+                f"corpus_passages: unknown dataset(s) {', '.join(unknown)}; "
+                f"known: {', '.join(CORPUS_DATASETS)}"
+            )
+        for name in (*positive, "importance_queries", "pseudo_queries"):
+            check_int(name, getattr(self, name), least=0 if name == "pseudo_queries" else 1)
         for name in ("passage_pool_size", "max_queries", "passage_max_length", "threads"):
             check_int(name, getattr(self, name), optional=True)
         if not self.lr > 0 or not self.temperature > 0:
@@ -183,8 +205,10 @@ class DenserTrainConfig(TrainConfigFile):
 
     def training_fields(self) -> dict[str, Any]:
         values = super().training_fields()
-        if not values["focus"]:  # runs without focus levels keep the keys they had before it
-            values.pop("focus")
+        # runs that leave these at their defaults keep the keys they had before the fields
+        for name in ("focus", "corpus_passages", "pseudo_queries"):
+            if not values[name]:
+                values.pop(name)
         return values
 
 
@@ -290,7 +314,8 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
 
     root = Path(config.data_root if config.data_root is not None else find_data_root())
     text = _training_text(root.resolve())
-    queries, passages = _select(config, text)
+    corpus = _corpus_texts(root, config.corpus_passages)
+    queries, passages = _select(config, text, corpus)
     if config.candidates > len(passages):
         raise ValueError(
             f"candidates={config.candidates} per query, but the passage pool has only "
@@ -342,6 +367,8 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
         "queries_used": len(queries),
         "passages_available": len(text.passages),
         "passage_pool": len(passages),
+        "corpus_passages": {"datasets": list(config.corpus_passages), "texts": len(corpus)},
+        "pseudo_queries": config.pseudo_queries,
         "passage_max_length": teacher.passage_max_length,
     }
     return Distillation(
@@ -369,8 +396,11 @@ def _training_text(root: Path) -> TrainingText:
     return training_text(root)
 
 
-def _select(config: DenserTrainConfig, text: TrainingText) -> tuple[list[str], list[str]]:
-    """The training queries and the passage pool, capped by seeded samples (order kept)."""
+def _select(
+    config: DenserTrainConfig, text: TrainingText, corpus: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """The training queries and the passage pool, capped by seeded samples (order kept);
+    then the ``corpus`` texts join the pool and the pseudo-queries the queries."""
 
     def sample(items: list[str], cap: int | None, stream: int) -> list[str]:
         if cap is None or len(items) <= cap:
@@ -381,9 +411,52 @@ def _select(config: DenserTrainConfig, text: TrainingText) -> tuple[list[str], l
 
     queries = sample(text.queries, config.max_queries, 1)
     passages = sample(text.passages, config.passage_pool_size, 2)
+    if corpus:
+        seen = set(passages)
+        passages += [p for p in dict.fromkeys(corpus) if p not in seen]
     if not queries or not passages:
         raise ValueError("no training text found: the data folder has no queries or passages")
+    if config.pseudo_queries:
+        queries = queries + pseudo_queries(passages, config.pseudo_queries, config.seed)
     return queries, passages
+
+
+def pseudo_queries(passages: Sequence[str], count: int, seed: int) -> list[str]:
+    """``count`` word spans (``PSEUDO_QUERY_WORDS`` long, shorter only when the passage is)
+    cut at seeded random places of seeded random ``passages``; deterministic for a seed."""
+    rng = np.random.default_rng([seed, 4])
+    words = [p.split() for p in passages]
+    low, high = PSEUDO_QUERY_WORDS
+    out = []
+    for row, length, start in zip(
+        rng.integers(len(words), size=count),
+        rng.integers(low, high + 1, size=count),
+        rng.random(count),
+        strict=True,
+    ):
+        tokens = words[int(row)]
+        take = min(int(length), len(tokens))
+        first = int(start * (len(tokens) - take + 1))
+        out.append(" ".join(tokens[first : first + take]))
+    return out
+
+
+def _corpus_texts(root: Path, names: Sequence[str], max_chars: int = 1500) -> list[str]:
+    """The passage texts of the named datasets' corpora (title and text, as the index has
+    them), whitespace-normalised and cut like the training passages."""
+    from elasticir.data.corpus import iter_corpus
+    from elasticir.data.datasets import get_dataset
+
+    texts = []
+    for name in names:
+        dataset = get_dataset(name, root=root)
+        if dataset.corpus is None:
+            raise ValueError(f"corpus_passages: dataset {name!r} has no corpus file under {root}")
+        for passage in iter_corpus(dataset.corpus):
+            text = " ".join(passage.encoder_text().split())[:max_chars]
+            if len(text) > 20:
+                texts.append(text)
+    return texts
 
 
 def _teacher_passages(
@@ -434,17 +507,34 @@ def _mine(
         candidates = np.load(path)
         if candidates.shape == (len(queries), k):
             return candidates
-    import faiss
-
-    if threads is not None:
-        faiss.omp_set_num_threads(threads)
-    index = faiss.IndexFlatIP(passages.shape[1])
-    index.add(np.ascontiguousarray(passages, dtype=np.float32))
-    _, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    candidates = rows.astype(np.int64)
+    try:
+        import faiss
+    except ImportError:  # e.g. a GPU machine with torch but no FAISS: the same exact search
+        candidates = _torch_top_k(queries, passages, k)
+    else:
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        index = faiss.IndexFlatIP(passages.shape[1])
+        index.add(np.ascontiguousarray(passages, dtype=np.float32))
+        _, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        candidates = rows.astype(np.int64)
     with atomic_file(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, candidates)
     return candidates
+
+
+def _torch_top_k(
+    queries: np.ndarray, passages: np.ndarray, k: int, chunk: int = 4096
+) -> np.ndarray:
+    """Each query's top-``k`` passage rows by inner product, exact, best first (in torch,
+    on the GPU when there is one)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    table = torch.from_numpy(np.ascontiguousarray(passages, dtype=np.float32)).to(device)
+    out = []
+    for start in range(0, len(queries), chunk):
+        block = torch.from_numpy(np.ascontiguousarray(queries[start : start + chunk])).to(device)
+        out.append((block.float() @ table.T).topk(k, dim=1).indices.cpu())
+    return torch.cat(out).numpy().astype(np.int64)
 
 
 def initial_student(
