@@ -419,6 +419,7 @@ def _model_card(elastic: ElasticDenser) -> dict:
         "torch_threads": training.get("torch_threads"),
         "config": training.get("config"),
         "data": training.get("data"),
+        "gpu": manifest.get("gpu"),
         "projections": {
             str(d): p.describe() | {"source": Path(p.source).name}
             for d, p in elastic.projections.items()
@@ -544,6 +545,39 @@ def _drop(entry: dict, dim: str) -> float:
     return 100 * (scores["384"]["dl19"]["nDCG@10"] - scores[dim]["dl19"]["nDCG@10"])
 
 
+def _data_note(card: dict) -> str:
+    """What the model was trained on, read off its own manifest."""
+    data = card.get("data") or {}
+    corpus = data.get("corpus_passages") or {}
+    pseudo = data.get("pseudo_queries") or 0
+    real = (data.get("queries_used") or 0) - pseudo
+    text = (
+        f"**Training data**: {real:,} unlabelled queries of ../shared/data/topics (MS MARCO dev "
+        "subset, DPR NQ dev, DPR TriviaQA dev)"
+        + (
+            f" plus {pseudo:,} pseudo-queries (4-12-word spans cut from pool passages)"
+            if pseudo
+            else ""
+        )
+        + f"; a pool of {data.get('passage_pool', 0):,} passages: training passages of "
+        "../shared/data/train"
+    )
+    if corpus.get("texts"):
+        text += (
+            f", with the {corpus['texts']:,} passage texts of the "
+            f"{' and '.join(corpus['datasets'])} corpora (the passages searched here, "
+            "label-free: transductive)"
+        )
+    text += ". No DL19 query, no NQ test question, no relevance label. Teacher: the base model"
+    gpu = card.get("gpu")
+    if gpu:
+        text += (
+            f". Trained on {gpu['trained_on']}: teacher and start were {gpu['teacher_and_start']}; "
+            f"{gpu['returned']}"
+        )
+    return text + "."
+
+
 def _run_notes(report: dict) -> list[str]:
     """The notes read off this run's own numbers: budget, what elasticity costs against the
     static models, projections, cheap indexing."""
@@ -559,11 +593,17 @@ def _run_notes(report: dict) -> list[str]:
     budget = (
         f"**Training budget.** {card['steps']:,} steps x {config.get('batch_size')} queries"
         + (f" ({queries:,} training queries)" if queries else "")
-        + f", {card['seconds']:,.0f} s on {card['torch_threads']} thread(s) "
-        f"({card['seconds_per_step']} s/step); each step trains full, the smallest level, one "
+        + f", {card['seconds']:,.0f} s "
+        + (
+            f"on {card['gpu']['trained_on']} "
+            if card.get("gpu")
+            else f"on {card['torch_threads']} thread(s) "
+        )
+        + f"({card['seconds_per_step']} s/step); each step trains full, the smallest level, one "
         "random middle level" + (f" and {', '.join(focus)} (focus)" if focus else "") + "."
     )
     notes.append(budget)
+    notes.append(_data_note(card))
     full = levels["full"]
     for name, baseline in baselines.items():
         if not name.startswith("static trained") or baseline["level"] not in levels:
@@ -623,9 +663,6 @@ def _run_notes(report: dict) -> list[str]:
 NOTES = [
     "Projection runs in torch, not numpy: numpy's BLAS threads spin after each call and "
     "slowed the next encoder batch by up to 35% in an earlier run of this benchmark.",
-    "The teacher's vectors (20,000 pool passages, 24,574 queries) are encoded once into the "
-    "training cache before the first run (about 10 min on 2 threads here, resumable) and "
-    "shared by every later run.",
     "The passage side is the frozen base model at full compute; every query level of the "
     "elastic model searches that one index. Only the query encoder is elastic here.",
     "A projected index holds `projection.apply(..., side='passage')` of the 384-d passage "
@@ -634,9 +671,6 @@ NOTES = [
     "Plain truncation: the pretrained model with heads and neurons reordered by importance on "
     "512 training queries, no training. Static trained: one level trained alone "
     "(sandwich=False) with the same data, steps, batch and learning rate.",
-    "Training data: the unlabelled queries of ../shared/data/topics (MS MARCO dev subset, "
-    "DPR NQ dev, DPR TriviaQA dev) and passages from ../shared/data/train; no DL19 query, "
-    "no NQ test question, no relevance label. Teacher: the base model.",
     "Timings are from a shared 2-core machine: read the ratios measured in the same rounds, "
     "not absolute times.",
     "The 95% intervals of the DL19 targets are a paired bootstrap over the 43 queries "

@@ -14,6 +14,7 @@ data folder as one tarball.
 ``run`` (on the GPU machine, ``.gpu`` carried)::
 
     python benchmarks/denser_gpu.py run --budget 420 --out $OUT CONFIG.json ...
+    python benchmarks/denser_gpu.py run --steps 1850 --out $OUT CONFIG.json ...  # pinned
 
 unpacks the data, turns the fp16 base back into an fp32 model (the teacher and the student's
 start are therefore the base model rounded to fp16: their weights differ from the shipped ones
@@ -199,7 +200,14 @@ def export(model_dir: Path, base: Path, out: Path) -> list[Path]:
     return paths
 
 
-def run(configs: list[Path], out: Path, budget: float, max_steps: int, work: Path) -> None:
+def run(
+    configs: list[Path],
+    out: Path,
+    budget: float,
+    max_steps: int,
+    work: Path,
+    fixed_steps: int | None = None,
+) -> None:
     from elasticir.train.denser import DenserTrainConfig, prepare_distillation
 
     deadline = time.time() + budget
@@ -227,12 +235,14 @@ def run(configs: list[Path], out: Path, budget: float, max_steps: int, work: Pat
     for config in settled:  # teacher vectors and candidates, cached for the trainings
         prepare_distillation(config, progress=False)
     print(f"teacher data for {len(settled)} configs: {time.time() - started:.0f}s", flush=True)
-    per_step = _probe(settled[0])
+    per_step = _probe(settled[0]) if fixed_steps is None else float("nan")
     # the configs train one after the other; the first (the probed one) is the dearest per
-    # step, so n times its step time, plus 15% and 45 s for the exports, keeps inside budget
-    left = deadline - time.time() - 45 * len(settled)
+    # step, so n times its step time, plus 15% and 20 s for each export, keeps inside budget
+    left = deadline - time.time() - 20 * len(settled)
     steps = max(50, min(max_steps, int(left / (per_step * 1.15 * len(settled)))))
     steps -= steps % 50
+    if fixed_steps is not None:
+        steps = fixed_steps
     print(f"probe: {per_step * 1000:.1f} ms/step; {steps} steps each", flush=True)
     settled = [replace(c, steps=steps, checkpoint_every=max(50, steps // 4)) for c in settled]
     log_path = out / "train.log"
@@ -313,6 +323,81 @@ def unpack(source: Path, models: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- compare (here)
+
+LEVELS = ("full", "L6-W75", "L4", "L6-W50", "L3-W50", "L2-W50")
+
+
+def compare(runs: list[tuple[str, Path]], pairs: list[tuple[str, str]], out: Path) -> None:
+    """One table of ``benchmarks/denser.py`` reports (DL19 nDCG@10 and NQ top-1 per level and
+    of the static L6-W50 model, with each model's training record), and paired-bootstrap
+    intervals of the DL19 differences at L6-W50 between the named ``pairs``."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from denser import paired_bootstrap
+
+    reports = {label: json.loads(path.read_text(encoding="utf-8")) for label, path in runs}
+
+    def cell(entry: dict, dim: str = "384") -> str:
+        scores = entry["scores"][dim]
+        return f"{scores['dl19']['nDCG@10']:.4f} / {scores['nq+dl19']['Top1']:.4f}"
+
+    lines = [
+        "# ElasticDenser trained on a GPU: more data and steps against the CPU runs",
+        "",
+        "Each cell: DL19 nDCG@10 / NQ (with the DL19 distractors) top-1, 384-d; every model "
+        "searched against the same index of the base model's passage vectors. Written by "
+        "`python benchmarks/denser_gpu.py compare` from the `benchmarks/denser.py` reports "
+        f"named in the first column ({', '.join(f'`{p}`' for _, p in runs)}).",
+        "",
+        "| model | steps x batch | pool / queries (pseudo) | "
+        + " | ".join(LEVELS)
+        + " | full 128-d | static L6-W50 |",
+        "|---|---|---|" + "---|" * (len(LEVELS) + 2),
+    ]
+    for label, report in reports.items():
+        card, levels = report["model"], report["levels"]
+        data, config = card.get("data") or {}, card.get("config") or {}
+        static = report["baselines"].get("static trained, L6-W50")
+        where = "H200" if card.get("gpu") else "CPU"
+        lines.append(
+            f"| {label} | {card['steps']:,} x {config.get('batch_size')} ({where}) | "
+            f"{data.get('passage_pool', 0):,} / {data.get('queries_used', 0):,} "
+            f"({data.get('pseudo_queries') or 0:,}) | "
+            + " | ".join(cell(levels[lv]) if lv in levels else "-" for lv in LEVELS)
+            + f" | {cell(levels['full'], '128')} | {cell(static) if static else '-'} |"
+        )
+    lines += [
+        "",
+        "DL19 nDCG@10 differences, points, with the 95% paired-bootstrap interval "
+        "over the 43 queries:",
+        "",
+    ]
+    key = "dl19 nDCG@10 per query"
+    for a, b in pairs:
+        for level in ("L6-W50", "full"):
+            before = reports[a]["levels"][level]["scores"]["384"]
+            after = reports[b]["levels"][level]["scores"]["384"]
+            low, high = paired_bootstrap(before[key], after[key])
+            gap = 100 * (after["dl19"]["nDCG@10"] - before["dl19"]["nDCG@10"])
+            lines.append(f"- {level}, {b} minus {a}: {gap:+.2f} ({low:+.2f} to {high:+.2f})")
+    for label, report in reports.items():
+        levels = report["levels"]
+        full = levels["full"]["scores"]["384"]
+        for name, entry in (
+            ("L6-W50", levels["L6-W50"]),
+            ("static L6-W50", report["baselines"].get("static trained, L6-W50")),
+        ):
+            if entry is None:
+                continue
+            low, high = paired_bootstrap(full[key], entry["scores"]["384"][key])
+            gap = 100 * (entry["scores"]["384"]["dl19"]["nDCG@10"] - full["dl19"]["nDCG@10"])
+            lines.append(
+                f"- {label}: {name} minus its full level: {gap:+.2f} ({low:+.2f} to {high:+.2f})"
+            )
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,19 +414,29 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--budget", type=float, default=420.0, help="seconds for everything")
     r.add_argument("--max-steps", type=int, default=8000)
     r.add_argument("--work", type=Path, default=Path("/tmp/elasticir-gpu"))
+    r.add_argument(
+        "--steps", type=int, default=None, help="train this many steps (no probe, no budget fit)"
+    )
     r.add_argument("--allow-cpu", action="store_true", help="rehearse on the CPU")
     u = sub.add_parser("unpack", help="here: rebuild the model directories from run's files")
     u.add_argument("--from", dest="source", type=Path, required=True)
     u.add_argument("--models", type=Path, default=ROOT / "models")
+    c = sub.add_parser("compare", help="here: one table of benchmarks/denser.py reports")
+    c.add_argument("runs", nargs="+", help="LABEL=REPORT.json")
+    c.add_argument("--pair", action="append", default=[], help="A:B, a difference B - A")
+    c.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "pack":
+    if args.command == "compare":
+        runs = [(r.partition("=")[0], Path(r.partition("=")[2])) for r in args.runs]
+        compare(runs, [tuple(p.split(":", 1)) for p in args.pair], args.out)  # type: ignore[misc]
+    elif args.command == "pack":
         from elasticir.data.datasets import data_root
 
         pack(args.data if args.data is not None else data_root())
     elif args.command == "run":
         if not torch.cuda.is_available() and not args.allow_cpu:
             sys.exit("run needs a CUDA GPU (--allow-cpu rehearses it on the CPU)")
-        run(args.configs, args.out, args.budget, args.max_steps, args.work)
+        run(args.configs, args.out, args.budget, args.max_steps, args.work, args.steps)
     else:
         unpack(args.source, args.models)
 

@@ -43,6 +43,7 @@ from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer, read_manifest  # noqa: E402
+from elasticir.retrieve.fusion import interpolate  # noqa: E402
 from elasticir.train.judged import assign_folds, judged_record  # noqa: E402
 
 NDCG = "nDCG@10"
@@ -59,6 +60,14 @@ def main() -> None:
     parser.add_argument("--reference", default=None, help="A ranker that never saw DL19 judgements")
     parser.add_argument("--levels", default="full", help="Comma-separated levels (full)")
     parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument(
+        "--fuse-alpha",
+        type=float,
+        action="append",
+        default=[],
+        help="Add a row: the cross-validated full ranker's scores min-max interpolated with "
+        "the first stage's, alpha * ranker + (1 - alpha) * first stage (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/rerank-cv"))
     args = parser.parse_args()
 
@@ -77,6 +86,7 @@ def main() -> None:
         "queries": len(evaluated),
         "levels": levels,
         "depth": args.depth,
+        "fuse_alpha": args.fuse_alpha,
         "out": str(args.out),
     }
 
@@ -107,6 +117,11 @@ def main() -> None:
                 scorer = RankerScorer(models[path], level=level)
                 merged.update(_rerank(first, own, passages, scorer))
             runs[f"cross-validated ranker {level}"] = merged
+        for alpha in args.fuse_alpha if FULL in levels else ():
+            ranker_run = runs[f"cross-validated ranker {FULL}"]
+            runs[f"CV ranker full + first stage, alpha={alpha:g}"] = interpolate(
+                ranker_run, first, alpha=alpha, normalization="minmax", depth=args.depth
+            )
         tables[name] = _table(runs, qrels, folds, level=FULL if FULL in levels else levels[0])
     report["quality"] = tables
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -187,6 +202,7 @@ def render(report: dict) -> str:
         + " ".join(f"--fold-model {p}" for p in setup["fold_models"])
         + (f" --reference {setup['reference']}" if setup["reference"] else "")
         + (f" --levels {','.join(setup['levels'])}" if setup["levels"] != ["full"] else "")
+        + "".join(f" --fuse-alpha {a:g}" for a in setup.get("fuse_alpha", []))
         + f" --out {setup['out']}`.",
         "",
         f"{setup['queries']} DL19 queries, each reranked only by the model of its own fold, "
@@ -220,6 +236,15 @@ def render(report: dict) -> str:
         "*CV ranker gain*: the cross-validated ranker's mean nDCG@10 minus the row's, in "
         "points, with a 95% paired-bootstrap interval over the queries."
     )
+    if setup.get("fuse_alpha"):
+        lines += [
+            "",
+            "*CV ranker full + first stage*: per query, the ranker's and the first stage's "
+            "scores over the top "
+            f"{setup['depth']} are min-max normalised and mixed, alpha * ranker + (1 - alpha) * "
+            "first stage (`elasticir.retrieve.fusion.interpolate`); alpha is fixed, not fitted "
+            "on DL19.",
+        ]
     return "\n".join(lines) + "\n"
 
 

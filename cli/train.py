@@ -74,6 +74,17 @@ def denser(
         None, help="Passages sampled into the pool the teacher encodes (default: 20000)"
     ),
     max_queries: int = typer.Option(None, help="Cap on training queries (default: all)"),
+    corpus: list[str] = typer.Option(
+        None,
+        "--corpus",
+        help="A dataset (msmarco-dl19 or nq-open) whose corpus passage texts all join the pool: "
+        "label-free, in-domain candidates; no query or judgement of it is read (repeatable)",
+    ),
+    pseudo_queries: int = typer.Option(
+        None,
+        help="Extra training inputs: this many 4-12-word spans cut from pool passages "
+        "(seeded) (default: 0)",
+    ),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints (default: 100)"),
     threads: int = typer.Option(
         None, help="Torch threads (1 is fastest on a small shared machine) (default: torch's)"
@@ -111,6 +122,8 @@ def denser(
         "align_weight": align_weight,
         "passage_pool_size": pool_size,
         "max_queries": max_queries,
+        "corpus_passages": tuple(corpus) if corpus else None,
+        "pseudo_queries": pseudo_queries,
         "checkpoint_every": checkpoint_every,
         "threads": threads,
         "device": device,

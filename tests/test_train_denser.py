@@ -288,3 +288,82 @@ def test_cli_flags_override_the_config_file(
     assert result.exit_code == 2 and "not both" in result.output
     help_text = runner.invoke(app, ["train", "denser", "--help"]).output
     assert "--static-level" in help_text and "frozen" in help_text
+    assert "--pseudo-queries" in help_text and "--corpus" in help_text
+    result = runner.invoke(
+        app, ["train", "denser", "-o", str(tmp_path / "m"), "--corpus", "msmarco-dl20"]
+    )
+    assert result.exit_code == 2 and "unknown dataset" in result.output
+
+
+def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
+    tiny: DenserTrainConfig, data_root: Path
+) -> None:
+    from elasticir.data import iter_corpus
+    from elasticir.data.datasets import get_dataset
+    from elasticir.train.denser import _corpus_texts, _select, _training_text
+
+    text = _training_text(data_root.resolve())
+    config = dataclasses.replace(tiny, corpus_passages=("nq-open",), pseudo_queries=40)
+    corpus = _corpus_texts(data_root, config.corpus_passages)
+    nq = get_dataset("nq-open", root=data_root)
+    assert len(corpus) == sum(1 for _ in iter_corpus(nq.corpus))  # every passage, none lost
+    queries, pool = _select(config, text, corpus)
+    plain_queries, plain_pool = _select(tiny, text)
+    assert pool[: len(plain_pool)] == plain_pool  # the sampled training pool comes first
+    assert set(pool[len(plain_pool) :]) == set(corpus) - set(plain_pool)
+    assert queries[:24] == plain_queries and len(queries) == 24 + 40
+    for span in queries[24:]:
+        words = span.split()
+        assert 1 <= len(words) <= 12
+        assert any(f" {span} " in f" {p} " for p in pool), span  # a contiguous span
+    assert sum(len(s.split()) >= 4 for s in queries[24:]) >= 36  # short only in short passages
+    again, _ = _select(config, text, corpus)
+    other, _ = _select(dataclasses.replace(config, seed=14), text, corpus)
+    assert again == queries and other[24:] != queries[24:]
+    # the new settings key the run only when used, so older runs keep their keys
+    assert "pseudo_queries" in config.training_fields()
+    assert "corpus_passages" not in tiny.training_fields()
+    assert "pseudo_queries" not in tiny.training_fields()
+    with pytest.raises(ValueError, match="unknown dataset"):
+        dataclasses.replace(tiny, corpus_passages=("msmarco-dl20",))
+    with pytest.raises(ValueError, match="list of dataset names"):
+        dataclasses.replace(tiny, corpus_passages="nq-open")
+    with pytest.raises(ValueError, match="pseudo_queries"):
+        dataclasses.replace(tiny, pseudo_queries=-1)
+
+
+def test_a_run_with_corpus_passages_and_pseudo_queries_records_them(
+    tiny: DenserTrainConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        tiny,
+        output=tmp_path / "aug",
+        cache=tmp_path / "cache",
+        corpus_passages=("nq-open",),
+        pseudo_queries=8,
+        steps=2,
+    )
+    path = train_denser(config, progress=False)
+    data = json.loads((path / "elasticir.json").read_text())["training"]["data"]
+    assert data["corpus_passages"]["datasets"] == ["nq-open"]
+    assert data["corpus_passages"]["texts"] > 1000
+    assert data["pseudo_queries"] == 8 and data["queries_used"] == 24 + 8
+    assert data["passage_pool"] > 200 + 1000
+    assert ElasticDenser(str(path)).encode_queries(["who wrote hamlet"], level=SMALL).shape == (
+        1,
+        384,
+    )
+
+
+def test_mining_without_faiss_finds_the_same_top_k() -> None:
+    import faiss
+
+    from elasticir.train.denser import _torch_top_k
+
+    rng = np.random.default_rng(5)
+    passages = rng.standard_normal((500, 16)).astype(np.float32)
+    queries = rng.standard_normal((70, 16)).astype(np.float32)
+    index = faiss.IndexFlatIP(16)
+    index.add(passages)
+    _, expected = index.search(queries, 9)
+    assert np.array_equal(_torch_top_k(queries, passages, 9, chunk=32), expected)
