@@ -200,6 +200,16 @@ def export(model_dir: Path, base: Path, out: Path) -> list[Path]:
     return paths
 
 
+def bundle(tar: tarfile.TarFile, model_dir: Path, record: dict) -> None:
+    """Adds what ``unpack`` needs beside the weights: config, manifest, log and ``record``."""
+    for file in ("config.json", "elasticir.json", "training-log.jsonl"):
+        tar.add(model_dir / file, arcname=f"{model_dir.name}/{file}")
+    info = tarfile.TarInfo(f"{model_dir.name}/probe.json")
+    payload = json.dumps(record).encode()
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
 def run(
     configs: list[Path],
     out: Path,
@@ -235,15 +245,17 @@ def run(
     for config in settled:  # teacher vectors and candidates, cached for the trainings
         prepare_distillation(config, progress=False)
     print(f"teacher data for {len(settled)} configs: {time.time() - started:.0f}s", flush=True)
-    per_step = _probe(settled[0]) if fixed_steps is None else float("nan")
-    # the configs train one after the other; the first (the probed one) is the dearest per
-    # step, so n times its step time, plus 15% and 20 s for each export, keeps inside budget
-    left = deadline - time.time() - 20 * len(settled)
-    steps = max(50, min(max_steps, int(left / (per_step * 1.15 * len(settled)))))
-    steps -= steps % 50
     if fixed_steps is not None:
-        steps = fixed_steps
-    print(f"probe: {per_step * 1000:.1f} ms/step; {steps} steps each", flush=True)
+        per_step, steps = None, fixed_steps
+    else:
+        per_step = _probe(settled[0])
+        # the configs train one after the other; the first (the probed one) is the dearest
+        # per step, so n times its step time, plus 15% and 20 s per export, keeps in budget
+        left = deadline - time.time() - 20 * len(settled)
+        steps = max(50, min(max_steps, int(left / (per_step * 1.15 * len(settled)))))
+        steps -= steps % 50
+    timed = f"probe: {per_step * 1000:.1f} ms/step; " if per_step is not None else ""
+    print(f"{timed}{steps} steps each", flush=True)
     settled = [replace(c, steps=steps, checkpoint_every=max(50, steps // 4)) for c in settled]
     log_path = out / "train.log"
     tar = tarfile.open(out / "manifests.tar.gz", "w:gz")
@@ -254,12 +266,7 @@ def run(
             model_dir = config.output
             for path in export(model_dir, base, out):
                 print(f"exported {path.name} ({path.stat().st_size / 1e6:.1f} MB)", file=log)
-            for file in ("config.json", "elasticir.json", "training-log.jsonl"):
-                tar.add(model_dir / file, arcname=f"{model_dir.name}/{file}")
-            info = tarfile.TarInfo(f"{model_dir.name}/probe.json")
-            payload = json.dumps({"probe_seconds_per_step": per_step, "device": name}).encode()
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+            bundle(tar, model_dir, {"probe_seconds_per_step": per_step, "device": name})
             log.flush()
     tar.close()
     print(log_path.read_text(encoding="utf-8"), flush=True)
@@ -311,7 +318,7 @@ def unpack(source: Path, models: Path) -> None:
         }
         manifest["elastic"]["source_model"] = "all-MiniLM-L6-v2"
         manifest["gpu"] = {
-            "trained_on": "one NVIDIA H200 (benchmarks/denser_gpu.py run)",
+            "trained_on": f"{probe.get('device', 'a GPU')} (benchmarks/denser_gpu.py run)",
             "teacher_and_start": "all-MiniLM-L6-v2 with its weights rounded to fp16, run in fp32",
             "teacher_fingerprint_there": trained_against["fingerprint"],
             "returned": "trained tensors in fp16, cast to fp32 here; word embeddings (frozen) "
