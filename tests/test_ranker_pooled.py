@@ -114,6 +114,9 @@ def test_open_gates_are_plain_joint_attention() -> None:
             positions = torch.where(second, index - int((~second).sum()), index)
             hidden = encoder(
                 input_ids=torch.tensor([row]),
+                # an explicit mask: without one, transformers >= 5.25 reads the restart of
+                # position_ids as two packed sequences and stops them attending to each other
+                attention_mask=torch.ones(1, len(row), dtype=torch.long),
                 position_ids=positions[None],
                 token_type_ids=torch.zeros(1, len(row), dtype=torch.long),
             ).last_hidden_state[0]
