@@ -320,6 +320,9 @@ def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
     again, _ = _select(config, text, corpus)
     other, _ = _select(dataclasses.replace(config, seed=14), text, corpus)
     assert again == queries and other[24:] != queries[24:]
+    banned = frozenset({" ".join(queries[30].lower().split())})  # as if an evaluation question
+    kept, _ = _select(config, text, corpus, banned)
+    assert len(kept) == len(queries) - queries[24:].count(queries[30]) and queries[30] not in kept
     # the new settings key the run only when used, so older runs keep their keys
     assert "pseudo_queries" in config.training_fields()
     assert "corpus_passages" not in tiny.training_fields()
@@ -348,6 +351,7 @@ def test_a_run_with_corpus_passages_and_pseudo_queries_records_them(
     assert data["corpus_passages"]["datasets"] == ["nq-open"]
     assert data["corpus_passages"]["texts"] > 1000
     assert data["pseudo_queries"] == 8 and data["queries_used"] == 24 + 8
+    assert data["pseudo_queries_used"] == 8
     assert data["passage_pool"] > 200 + 1000
     assert ElasticDenser(str(path)).encode_queries(["who wrote hamlet"], level=SMALL).shape == (
         1,

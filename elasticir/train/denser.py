@@ -315,7 +315,9 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
     root = Path(config.data_root if config.data_root is not None else find_data_root())
     text = _training_text(root.resolve())
     corpus = _corpus_texts(root, config.corpus_passages)
-    queries, passages = _select(config, text, corpus)
+    banned = frozenset(_evaluation_questions(root.resolve())) if config.pseudo_queries else None
+    queries, passages = _select(config, text, corpus, banned or frozenset())
+    real_queries = min(len(text.queries), config.max_queries or len(text.queries))
     if config.candidates > len(passages):
         raise ValueError(
             f"candidates={config.candidates} per query, but the passage pool has only "
@@ -369,6 +371,7 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
         "passage_pool": len(passages),
         "corpus_passages": {"datasets": list(config.corpus_passages), "texts": len(corpus)},
         "pseudo_queries": config.pseudo_queries,
+        "pseudo_queries_used": len(queries) - real_queries,
         "passage_max_length": teacher.passage_max_length,
     }
     return Distillation(
@@ -389,6 +392,14 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
 
 
 @functools.lru_cache(maxsize=2)
+def _evaluation_questions(root: Path) -> set[str]:
+    """``evaluation_questions(root)``, read once per process: no pseudo-query may equal one."""
+    from elasticir.train.data import evaluation_questions
+
+    return evaluation_questions(root)
+
+
+@functools.lru_cache(maxsize=2)
 def _training_text(root: Path) -> TrainingText:
     """``training_text(root)``, read once per process (a few seconds; runs share it)."""
     from elasticir.train.data import training_text
@@ -397,10 +408,14 @@ def _training_text(root: Path) -> TrainingText:
 
 
 def _select(
-    config: DenserTrainConfig, text: TrainingText, corpus: Sequence[str] = ()
+    config: DenserTrainConfig,
+    text: TrainingText,
+    corpus: Sequence[str] = (),
+    banned: frozenset[str] = frozenset(),
 ) -> tuple[list[str], list[str]]:
     """The training queries and the passage pool, capped by seeded samples (order kept);
-    then the ``corpus`` texts join the pool and the pseudo-queries the queries."""
+    then the ``corpus`` texts join the pool and the pseudo-queries the queries, except any
+    whose normalised text is ``banned`` (the evaluation questions)."""
 
     def sample(items: list[str], cap: int | None, stream: int) -> list[str]:
         if cap is None or len(items) <= cap:
@@ -417,8 +432,15 @@ def _select(
     if not queries or not passages:
         raise ValueError("no training text found: the data folder has no queries or passages")
     if config.pseudo_queries:
-        queries = queries + pseudo_queries(passages, config.pseudo_queries, config.seed)
+        spans = pseudo_queries(passages, config.pseudo_queries, config.seed)
+        queries = queries + [q for q in spans if _norm(q) not in banned]
     return queries, passages
+
+
+def _norm(text: str) -> str:
+    from elasticir.train.data import _norm as normalise  # how evaluation questions are kept
+
+    return normalise(text)
 
 
 def pseudo_queries(passages: Sequence[str], count: int, seed: int) -> list[str]:
