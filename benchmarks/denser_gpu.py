@@ -358,20 +358,22 @@ def compare(runs: list[tuple[str, Path]], pairs: list[tuple[str, str]], out: Pat
         "",
         "| model | steps x batch | pool / queries (pseudo) | "
         + " | ".join(LEVELS)
-        + " | full 128-d | static L6-W50 |",
-        "|---|---|---|" + "---|" * (len(LEVELS) + 2),
+        + " | full 128-d | static L6-W50 | static L2-W50 |",
+        "|---|---|---|" + "---|" * (len(LEVELS) + 3),
     ]
     for label, report in reports.items():
         card, levels = report["model"], report["levels"]
         data, config = card.get("data") or {}, card.get("config") or {}
-        static = report["baselines"].get("static trained, L6-W50")
+        statics = [report["baselines"].get(f"static trained, {lv}") for lv in ("L6-W50", "L2-W50")]
         where = "H200" if card.get("gpu") else "CPU"
         lines.append(
             f"| {label} | {card['steps']:,} x {config.get('batch_size')} ({where}) | "
             f"{data.get('passage_pool', 0):,} / {data.get('queries_used', 0):,} "
             f"({data.get('pseudo_queries') or 0:,}) | "
             + " | ".join(cell(levels[lv]) if lv in levels else "-" for lv in LEVELS)
-            + f" | {cell(levels['full'], '128')} | {cell(static) if static else '-'} |"
+            + f" | {cell(levels['full'], '128')} | "
+            + " | ".join(cell(st) if st else "-" for st in statics)
+            + " |"
         )
     lines += [
         "",
