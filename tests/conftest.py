@@ -14,6 +14,7 @@ from elasticir.data.errors import MissingResourceError
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
+    from elasticir.train.denser import DenserTrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +84,28 @@ def sample_first_stage(tmp_path: Path) -> Callable[[int], tuple[Path, list[str]]
         return path, docs
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> DenserTrainConfig:
+    """A tiny ElasticDenser training config on the shared data (24 queries, a 200-passage
+    pool, 6 steps on one thread); each test replaces ``output`` (and whatever it studies)."""
+    from elasticir.train.denser import DenserTrainConfig
+
+    root = tmp_path_factory.mktemp("train")
+    return DenserTrainConfig(
+        output=root / "straight",
+        cache=root / "cache",
+        data_root=data_root,
+        max_queries=24,
+        passage_pool_size=200,
+        passage_max_length=32,
+        importance_queries=24,
+        candidates=8,
+        steps=6,
+        batch_size=8,
+        lr=1e-4,
+        levels=("full", "L2-W50"),
+        checkpoint_every=3,
+        threads=1,
+    )

@@ -3,6 +3,7 @@ compactly (fp16, frozen parts left out) and rebuilt here encodes like the model 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tarfile
@@ -20,22 +21,10 @@ import denser_gpu  # noqa: E402
 pytestmark = [pytest.mark.data, pytest.mark.usefixtures("one_torch_thread")]
 
 
-def test_exported_model_rebuilds_into_the_same_encoder(tmp_path: Path, data_root: Path) -> None:
-    config = DenserTrainConfig(
-        output=tmp_path / "trained" / "tiny",
-        cache=tmp_path / "cache",
-        data_root=data_root,
-        max_queries=24,
-        passage_pool_size=200,
-        passage_max_length=32,
-        importance_queries=24,
-        candidates=8,
-        steps=4,
-        batch_size=8,
-        lr=1e-3,
-        levels=("full", "L2-W50"),
-        threads=1,
-    )
+def test_exported_model_rebuilds_into_the_same_encoder(
+    tiny: DenserTrainConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny, output=tmp_path / "trained" / "tiny", steps=4, lr=1e-3)
     trained = train_denser(config, progress=False)
     base = denser_gpu.base_model_dir()
     out = tmp_path / "out"

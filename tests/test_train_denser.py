@@ -36,28 +36,6 @@ SMALL = Level("L2-W50")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> DenserTrainConfig:
-    """The tiny config; each test replaces ``output`` (and whatever it studies)."""
-    root = tmp_path_factory.mktemp("train")
-    return DenserTrainConfig(
-        output=root / "straight",
-        cache=root / "cache",
-        data_root=data_root,
-        max_queries=24,
-        passage_pool_size=200,
-        passage_max_length=32,
-        importance_queries=24,
-        candidates=8,
-        steps=6,
-        batch_size=8,
-        lr=1e-4,
-        levels=("full", str(SMALL)),
-        checkpoint_every=3,
-        threads=1,
-    )
-
-
-@pytest.fixture(scope="module")
 def straight(tiny: DenserTrainConfig) -> Path:
     return train_denser(tiny, progress=False)
 
