@@ -97,6 +97,8 @@ def pack(data_root: Path) -> None:
 
 def _unpacked(work: Path) -> tuple[Path, Path]:
     """The data folder and an fp32 base model directory built from the pack."""
+    if not (PACK / "data.tar.gz").is_file() or not (PACK / "base").is_dir():
+        sys.exit(f"{PACK} is missing or incomplete: run `pack` first and carry .gpu")
     data = work / "data"
     if not data.is_dir():
         with tarfile.open(PACK / "data.tar.gz") as tar:

@@ -70,6 +70,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("results/rerank-cv"))
     args = parser.parse_args()
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    if args.fuse_alpha and FULL not in levels:
+        raise SystemExit("--fuse-alpha fuses the full ranker's run: add full to --levels")
+    if any(not 0.0 <= a <= 1.0 for a in args.fuse_alpha):
+        raise SystemExit(f"--fuse-alpha must be in [0, 1], got {args.fuse_alpha}")
 
     dl = get_dataset("msmarco-dl19")
     queries = read_topics(dl.queries)
@@ -78,7 +83,6 @@ def main() -> None:
     evaluated = sorted(q for held in folds.values() for q in held)
     qrels = {q: qrels[q] for q in evaluated}
     queries = [q for q in queries if q.query_id in set(evaluated)]
-    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["setup"] = {
         "fold_models": {path: sorted(held) for path, held in folds.items()},
@@ -117,7 +121,7 @@ def main() -> None:
                 scorer = RankerScorer(models[path], level=level)
                 merged.update(_rerank(first, own, passages, scorer))
             runs[f"cross-validated ranker {level}"] = merged
-        for alpha in args.fuse_alpha if FULL in levels else ():
+        for alpha in args.fuse_alpha:
             ranker_run = runs[f"cross-validated ranker {FULL}"]
             runs[f"CV ranker full + first stage, alpha={alpha:g}"] = interpolate(
                 ranker_run, first, alpha=alpha, normalization="minmax", depth=args.depth

@@ -270,7 +270,7 @@ def test_cli_flags_override_the_config_file(
     result = runner.invoke(
         app, ["train", "denser", "-o", str(tmp_path / "m"), "--corpus", "msmarco-dl20"]
     )
-    assert result.exit_code == 2 and "unknown dataset" in result.output
+    assert result.exit_code == 2 and "unknown training corpus_passages" in result.output
 
 
 def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
@@ -305,9 +305,9 @@ def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
     assert "pseudo_queries" in config.training_fields()
     assert "corpus_passages" not in tiny.training_fields()
     assert "pseudo_queries" not in tiny.training_fields()
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown training corpus_passages"):
         dataclasses.replace(tiny, corpus_passages=("msmarco-dl20",))
-    with pytest.raises(ValueError, match="list of dataset names"):
+    with pytest.raises(ValueError, match="corpus_passages is a list of names"):
         dataclasses.replace(tiny, corpus_passages="nq-open")
     with pytest.raises(ValueError, match="pseudo_queries"):
         dataclasses.replace(tiny, pseudo_queries=-1)

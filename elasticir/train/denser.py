@@ -65,7 +65,7 @@ from elasticir.encoders.elastic import (
 from elasticir.encoders.levels import FULL, Level
 from elasticir.encoders.loading import EncoderSettings
 from elasticir.progress import progress_bar
-from elasticir.train.config import TrainConfigFile, check_int, check_levels
+from elasticir.train.config import TrainConfigFile, check_int, check_levels, check_names
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -78,6 +78,7 @@ __all__ = [
     "initial_student",
     "level_menu",
     "prepare_distillation",
+    "pseudo_queries",
     "query_agreement",
     "train_denser",
 ]
@@ -172,18 +173,13 @@ class DenserTrainConfig(TrainConfigFile):
         if self.focus and not self.sandwich:
             raise ValueError("focus levels add to the sandwich; a static run trains its levels")
         positive = ("steps", "batch_size", "candidates", "max_query_length", "checkpoint_every")
-        if isinstance(self.corpus_passages, str):
-            raise ValueError(
-                f"corpus_passages is a list of dataset names, got the string "
-                f"{self.corpus_passages!r}"
+        if self.corpus_passages:  # each a known dataset, duplicates dropped
+            put(
+                "corpus_passages",
+                check_names("corpus_passages", self.corpus_passages, CORPUS_DATASETS),
             )
-        put("corpus_passages", tuple(dict.fromkeys(str(n) for n in self.corpus_passages)))
-        unknown = [n for n in self.corpus_passages if n not in CORPUS_DATASETS]
-        if unknown:
-            raise ValueError(
-                f"corpus_passages: unknown dataset(s) {', '.join(unknown)}; "
-                f"known: {', '.join(CORPUS_DATASETS)}"
-            )
+        else:
+            put("corpus_passages", ())
         for name in (*positive, "importance_queries", "pseudo_queries"):
             check_int(name, getattr(self, name), least=0 if name == "pseudo_queries" else 1)
         for name in ("passage_pool_size", "max_queries", "passage_max_length", "threads"):
@@ -315,8 +311,9 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
     root = Path(config.data_root if config.data_root is not None else find_data_root())
     text = _training_text(root.resolve())
     corpus = _corpus_texts(root, config.corpus_passages)
-    banned = frozenset(_evaluation_questions(root.resolve())) if config.pseudo_queries else None
-    queries, passages = _select(config, text, corpus, banned or frozenset())
+    # a pseudo-query never equals a question we report on
+    banned = _evaluation_questions(root.resolve()) if config.pseudo_queries else frozenset()
+    queries, passages = _select(config, text, corpus, banned)
     real_queries = min(len(text.queries), config.max_queries or len(text.queries))
     if config.candidates > len(passages):
         raise ValueError(
@@ -392,11 +389,11 @@ def prepare_distillation(config: DenserTrainConfig, progress: bool = True) -> Di
 
 
 @functools.lru_cache(maxsize=2)
-def _evaluation_questions(root: Path) -> set[str]:
+def _evaluation_questions(root: Path) -> frozenset[str]:
     """``evaluation_questions(root)``, read once per process: no pseudo-query may equal one."""
     from elasticir.train.data import evaluation_questions
 
-    return evaluation_questions(root)
+    return frozenset(evaluation_questions(root))
 
 
 @functools.lru_cache(maxsize=2)
@@ -432,15 +429,11 @@ def _select(
     if not queries or not passages:
         raise ValueError("no training text found: the data folder has no queries or passages")
     if config.pseudo_queries:
+        from elasticir.train.data import _norm  # how evaluation questions are normalised
+
         spans = pseudo_queries(passages, config.pseudo_queries, config.seed)
         queries = queries + [q for q in spans if _norm(q) not in banned]
     return queries, passages
-
-
-def _norm(text: str) -> str:
-    from elasticir.train.data import _norm as normalise  # how evaluation questions are kept
-
-    return normalise(text)
 
 
 def pseudo_queries(passages: Sequence[str], count: int, seed: int) -> list[str]:
