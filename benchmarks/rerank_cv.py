@@ -57,6 +57,14 @@ def main() -> None:
         required=True,
         help="A ranker trained with --judged msmarco-dl19 --fold F; one per fold",
     )
+    parser.add_argument(
+        "--baseline-fold-model",
+        action="append",
+        default=[],
+        help="Another cross-validated ranker per fold (same split), reranked the same way and "
+        "shown as the row 'baseline CV ranker full' (e.g. the trained rankers that --fold-model "
+        "interpolates)",
+    )
     parser.add_argument("--reference", default=None, help="A ranker that never saw DL19 judgements")
     parser.add_argument("--levels", default="full", help="Comma-separated levels (full)")
     parser.add_argument("--depth", type=int, default=100)
@@ -79,13 +87,21 @@ def main() -> None:
     dl = get_dataset("msmarco-dl19")
     queries = read_topics(dl.queries)
     qrels = read_qrels(dl.qrels)
-    folds = _check_folds(args.fold_model, [q.query_id for q in queries if qrels.get(q.query_id)])
+    judged_ids = [q.query_id for q in queries if qrels.get(q.query_id)]
+    folds = _check_folds(args.fold_model, judged_ids)
     evaluated = sorted(q for held in folds.values() for q in held)
+    baseline = {}
+    if args.baseline_fold_model:
+        baseline = _check_folds(args.baseline_fold_model, judged_ids)
+    if baseline and sorted(q for held in baseline.values() for q in held) != evaluated:
+        raise SystemExit("--baseline-fold-model must hold out the same queries as --fold-model")
     qrels = {q: qrels[q] for q in evaluated}
     queries = [q for q in queries if q.query_id in set(evaluated)]
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["setup"] = {
         "fold_models": {path: sorted(held) for path, held in folds.items()},
+        "interpolations": {path: _interpolation(path) for path in folds if _interpolation(path)},
+        "baseline_fold_models": {path: sorted(held) for path, held in baseline.items()},
         "reference": args.reference,
         "queries": len(evaluated),
         "levels": levels,
@@ -104,7 +120,7 @@ def main() -> None:
         "dense top-100": _dense(base, vectors, queries, args.depth),
     }
     reference = ElasticRanker(args.reference) if args.reference else None
-    models = {path: ElasticRanker(path) for path in folds}
+    models = {path: ElasticRanker(path) for path in [*folds, *baseline]}
     tables = {}
     for name, first in firsts.items():
         log(f"reranking: {name}")
@@ -114,6 +130,12 @@ def main() -> None:
             runs["reference ranker full"] = _rerank(
                 first, queries, passages, RankerScorer(reference)
             )
+        if baseline:
+            merged_baseline: dict = {}
+            for path, held in baseline.items():
+                own = [q for q in queries if q.query_id in held]
+                merged_baseline.update(_rerank(first, own, passages, RankerScorer(models[path])))
+            runs[f"baseline CV ranker {FULL}"] = merged_baseline
         for level in levels:
             merged: dict = {}
             for path, held in folds.items():
@@ -161,6 +183,11 @@ def _check_folds(paths: list[str], judged_ids: list[str]) -> dict[str, set[str]]
     return out
 
 
+def _interpolation(path: str) -> dict | None:
+    """The WiSE-FT record of a ranker made by ``elasticir train interpolate``, if it is one."""
+    return read_manifest(path).get("training", {}).get("interpolation")
+
+
 def _rerank(first: dict, queries, passages, scorer) -> dict:
     wanted = {q.query_id for q in queries}
     run = {q: d for q, d in first.items() if q in wanted}
@@ -204,6 +231,7 @@ def render(report: dict) -> str:
         f"Machine: {report['machine']}. Run {report['started']} to {report['finished']}. "
         "Regenerate: `python benchmarks/rerank_cv.py "
         + " ".join(f"--fold-model {p}" for p in setup["fold_models"])
+        + "".join(f" --baseline-fold-model {p}" for p in setup.get("baseline_fold_models", {}))
         + (f" --reference {setup['reference']}" if setup["reference"] else "")
         + (f" --levels {','.join(setup['levels'])}" if setup["levels"] != ["full"] else "")
         + "".join(f" --fuse-alpha {a:g}" for a in setup.get("fuse_alpha", []))
@@ -213,8 +241,19 @@ def render(report: dict) -> str:
         "which never saw its judgements:",
         "",
     ]
+    interpolations = setup.get("interpolations", {})
     for path, held in setup["fold_models"].items():
-        lines.append(f"- `{path}`: {len(held)} queries ({', '.join(held)})")
+        line = f"- `{path}`: {len(held)} queries ({', '.join(held)})"
+        if path in interpolations:
+            record = interpolations[path]
+            line += (
+                f"; WiSE-FT weights, alpha={record['alpha']:g} of `{record['trained']}` "
+                "and its run's start net"
+            )
+        lines.append(line)
+    if setup.get("baseline_fold_models"):
+        lines += ["", "Row *baseline CV ranker full*, the same folds:"]
+        lines += [f"- `{path}`" for path in setup["baseline_fold_models"]]
     lines.append("")
     for name, table in report["quality"].items():
         names = list(next(iter(table.values())))

@@ -492,3 +492,41 @@ def ranker(
         settings = RankerTrainConfig(**given)  # type: ignore[arg-type]
     path = train_ranker(settings, progress=not quiet)
     typer.echo(f"model: {path}")
+
+
+@app.command("interpolate")
+@reports_errors
+def interpolate(
+    model: Path = typer.Argument(
+        ...,
+        help="A ranker directory written by `elasticir train ranker`",
+        exists=True,
+        file_okay=False,
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Ranker directory to write"),
+    alpha: float = typer.Option(
+        0.5, help="Weight of the trained ranker: 1 is the trained ranker, 0 its start net"
+    ),
+    data: Path = typer.Option(
+        None,
+        help="Data folder of the run (default: the run's setting, else $ELASTICIR_DATA or "
+        "../shared/data)",
+    ),
+    cache: Path = typer.Option(None, help="The run's cache folder (default: the run's)"),
+    threads: int = typer.Option(None, help="Torch threads (default: the run's)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
+) -> None:
+    """Mix a trained ranker's weights with those its run started from (WiSE-FT).
+
+    Every weight becomes (1 - alpha) * start + alpha * trained, at the ranker's cost: a
+    fine-tuning run on few labels keeps part of what its start knew. The start is rebuilt
+    from the run's recorded config and data (which must hash to the run's key), and the exit
+    classifier is refitted on the run's held-out groups. The output records alpha and the
+    trained ranker's fingerprint; cross-validated rankers keep their held-out queries.
+    """
+    from elasticir.train.ranker import interpolate_ranker
+
+    path = interpolate_ranker(
+        model, alpha, output, data_root=data, cache=cache, threads=threads, progress=not quiet
+    )
+    typer.echo(f"model: {path}")
