@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import DL_MEASURES, NQ_MEASURES, WORK, encode, log, machine  # noqa: E402
+from foundation import DL_MEASURES, NQ_MEASURES, WORK, encode, log, machine, report_path  # noqa: E402
 
 from elasticir.data import get_dataset, load_passages, read_qrels  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
@@ -84,8 +84,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render_only:
-        report = json.loads(args.out.with_suffix(".json").read_text())
-        args.out.with_suffix(".md").write_text(render(report))
+        report = json.loads(report_path(args.out, ".json").read_text())
+        report_path(args.out, ".md").write_text(render(report))
         return
     dl, nq = get_dataset("msmarco-dl19"), get_dataset("nq-open")
     if args.only_baselines:
@@ -94,7 +94,7 @@ def main() -> None:
     elastic = ElasticDenser(args.model)
     speed_queries = _speed_queries(dl, nq, args.speed_queries)
     if args.only_speed:
-        report = json.loads(args.out.with_suffix(".json").read_text())
+        report = json.loads(report_path(args.out, ".json").read_text())
     else:
         report = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         report["out"] = str(args.out)
@@ -107,8 +107,8 @@ def main() -> None:
     report["speed_measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
     report["targets"] = targets(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 

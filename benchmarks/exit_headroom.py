@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import encode, log, machine  # noqa: E402
+from foundation import encode, log, machine, report_path  # noqa: E402
 from rerank import _dense, _passages, _trained_query_ids  # noqa: E402
 
 from elasticir.data import get_dataset  # noqa: E402
@@ -184,8 +184,8 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 

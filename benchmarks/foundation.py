@@ -55,7 +55,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.only_speed:
-        report = json.loads(args.out.with_suffix(".json").read_text())
+        report = json.loads(report_path(args.out, ".json").read_text())
         ours = ElasticDenser()
         peer = load_peer(ours.model_path)
         dl = get_dataset("msmarco-dl19")
@@ -63,8 +63,8 @@ def main() -> None:
             ours, peer, dl.corpus, args.speed_passages, args.speed_rounds
         )
         report["speed_measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(render(report))
+        report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+        report_path(args.out, ".md").write_text(render(report))
         print(render(report))
         return
     WORK.mkdir(parents=True, exist_ok=True)
@@ -91,8 +91,8 @@ def main() -> None:
     report["speed"] = encoding_speed(ours, peer, dl.corpus, args.speed_passages, args.speed_rounds)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 
@@ -406,6 +406,15 @@ NOTES = [
     "- Timings are from a shared 2-core machine: read ratios measured in the same run, "
     "not absolute times.",
 ]
+
+
+def report_path(out: Path, suffix: str) -> Path:
+    """``out`` with the report's ``suffix`` (``.json`` / ``.md``) appended: a dot inside the
+    name (``results/rerank-cv-wise0.5``) is kept, where ``with_suffix`` would replace it; an
+    ``out`` already ending in ``.json`` or ``.md`` has that ending swapped instead."""
+    if out.suffix in (".json", ".md"):
+        return out.with_suffix(suffix)
+    return out.with_name(out.name + suffix)
 
 
 def log(message: str) -> None:

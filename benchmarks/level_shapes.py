@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import log, machine  # noqa: E402
+from foundation import log, machine, report_path  # noqa: E402
 
 from elasticir.encoders.elastic import flops_ratio  # noqa: E402
 from elasticir.encoders.levels import Level  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
         log(f"{spec}: {row} ({time.perf_counter() - started:.0f} s)")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Sub-network shapes before training (plain truncation of the base model)",
         "",
@@ -140,8 +140,8 @@ def main() -> None:
         layers = depth_note(report, half)
         if layers:
             lines[-1] += " " + layers
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    log(f"wrote {args.out.with_suffix('.md')}")
+    report_path(args.out, ".md").write_text("\n".join(lines) + "\n")
+    log(f"wrote {report_path(args.out, '.md')}")
 
 
 def depth_note(report: dict, half: list[dict]) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import machine  # noqa: E402
+from foundation import machine, report_path  # noqa: E402
 from rerank import _cut, _passages, interleaved_rates, median_rates  # noqa: E402
 
 from elasticir.data import get_dataset, read_run  # noqa: E402
@@ -126,8 +126,8 @@ def main() -> None:
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import log, machine  # noqa: E402
+from foundation import log, machine, report_path  # noqa: E402
 
 from elasticir.data.datasets import data_root  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
@@ -117,7 +117,7 @@ def main() -> None:
         },
         "variants": {},
     }
-    previous = args.out.with_suffix(".json")
+    previous = report_path(args.out, ".json")
     if args.variant and previous.is_file():  # keep the other variants' rows of the same data
         kept = json.loads(previous.read_text())
         if kept.get("data") == json.loads(json.dumps(report["data"])):
@@ -284,7 +284,7 @@ def _query_head(data, held, matrix, normalize, hidden, everything, config) -> np
 
 def _write(out: Path, report: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    report_path(out, ".json").write_text(json.dumps(report, indent=1) + "\n")
     d = report["data"]
     lines = [
         "# Fitting the learned projections: variants on held-out training queries",
@@ -334,7 +334,7 @@ def _write(out: Path, report: dict) -> None:
         "residual MLP on the 384-d query vector; over mined candidates and in-batch passages "
         "like the projections, or over all passages.",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    report_path(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import WORK, encode, log, machine  # noqa: E402
+from foundation import WORK, encode, log, machine, report_path  # noqa: E402
 from rerank import (  # noqa: E402
     _concat,
     _cut,
@@ -188,8 +188,8 @@ def main() -> None:
         }
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 

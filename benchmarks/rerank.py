@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import DL_MEASURES, WORK, encode, log, machine  # noqa: E402
+from foundation import DL_MEASURES, WORK, encode, log, machine, report_path  # noqa: E402
 
 from elasticir.data import get_dataset, load_passages, read_qrels, read_run  # noqa: E402
 from elasticir.data.records import Query  # noqa: E402
@@ -228,8 +228,8 @@ def main() -> None:
     report["targets"] = targets(report)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 

@@ -32,14 +32,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from denser import paired_bootstrap  # noqa: E402
-from foundation import DL_MEASURES, encode, log, machine  # noqa: E402
-from rerank import _cut, _dense, _passages  # noqa: E402
+from foundation import DL_MEASURES, encode, log, machine, report_path  # noqa: E402
+from rerank import _concat, _cut, _dense, _passages  # noqa: E402
 
 from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
-from elasticir.data.topics import read_topics  # noqa: E402
+from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.encoders.levels import FULL  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
+from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer, read_manifest  # noqa: E402
@@ -76,6 +77,14 @@ def main() -> None:
         help="Add a row: the cross-validated full ranker's scores min-max interpolated with "
         "the first stage's, alpha * ranker + (1 - alpha) * first stage (repeatable)",
     )
+    parser.add_argument(
+        "--nq",
+        type=int,
+        default=0,
+        help="Also rerank the dense top-100 of the first N nq-open questions over nq-open + the "
+        "DL19 passages (no model saw any NQ question; question i goes to the i-th fold model, "
+        "round robin, to share the cost); DPR top-1/5/20 answer accuracy (0: no NQ)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/rerank-cv"))
     args = parser.parse_args()
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
@@ -107,6 +116,7 @@ def main() -> None:
         "levels": levels,
         "depth": args.depth,
         "fuse_alpha": args.fuse_alpha,
+        "nq_questions": args.nq,
         "out": str(args.out),
     }
 
@@ -150,10 +160,12 @@ def main() -> None:
             )
         tables[name] = _table(runs, qrels, folds, level=FULL if FULL in levels else levels[0])
     report["quality"] = tables
+    if args.nq:
+        report["nq"] = _nq(args, base, dl, folds, baseline, models)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 
@@ -181,6 +193,40 @@ def _check_folds(paths: list[str], judged_ids: list[str]) -> dict[str, set[str]]
             raise SystemExit(f"{path}: fold {record['fold']} is given twice")
         out[path] = held
     return out
+
+
+def _nq(args, base: ElasticDenser, dl, folds: dict, baseline: dict, models: dict) -> dict:
+    """Top-1/5/20 answer accuracy on the dense top-``depth`` of the first ``args.nq`` nq-open
+    questions over nq-open + DL19, reranked by the fold models round robin."""
+    nq = get_dataset("nq-open")
+    questions = read_topics(nq.queries)[: args.nq]
+    log(f"NQ: {len(questions)} questions, dense top-{args.depth} over nq-open + DL19")
+    vectors = _concat(
+        EmbeddingStore(encode(base, nq.corpus, "nq")).load(),
+        EmbeddingStore(encode(base, dl.corpus, "dl19")).load(),
+    )
+    passages = _passages([nq.corpus, dl.corpus])
+    first = _dense(base, vectors, questions, args.depth)
+    runs = {"first stage": first}
+    runs["bi-encoder scores"] = _rerank(first, questions, passages, BiEncoderScorer(base))
+    for label, paths in (
+        (f"baseline CV ranker {FULL}", list(baseline)),
+        (f"cross-validated ranker {FULL}", list(folds)),
+    ):
+        if not paths:
+            continue
+        merged: dict = {}
+        for i, path in enumerate(paths):
+            share = questions[i :: len(paths)]
+            merged.update(_rerank(first, share, passages, RankerScorer(models[path])))
+        runs[label] = merged
+    asked = {q.text.strip() for q in questions}
+    qas = [pair for pair in read_qas(nq.qas) if pair.question.strip() in asked]
+    texts = passage_texts(passages.values())
+    return {
+        label: answer_accuracy(run, qas, texts, ks=(1, 5, 20), topics=questions)
+        for label, run in runs.items()
+    }
 
 
 def _interpolation(path: str) -> dict | None:
@@ -235,6 +281,7 @@ def render(report: dict) -> str:
         + (f" --reference {setup['reference']}" if setup["reference"] else "")
         + (f" --levels {','.join(setup['levels'])}" if setup["levels"] != ["full"] else "")
         + "".join(f" --fuse-alpha {a:g}" for a in setup.get("fuse_alpha", []))
+        + (f" --nq {setup['nq_questions']}" if setup.get("nq_questions") else "")
         + f" --out {setup['out']}`.",
         "",
         f"{setup['queries']} DL19 queries, each reranked only by the model of its own fold, "
@@ -274,6 +321,22 @@ def render(report: dict) -> str:
             cells = [label, *(f"{row[m]:.4f}" for m in measures), gain_text]
             cells += [f"{row['folds'][f]:.4f}" for f in fold_names]
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if report.get("nq"):
+        table = report["nq"]
+        measures = list(next(iter(table.values())))
+        lines += [
+            f"## NQ (nq-open + DL19 passages), dense top-{setup['depth']}, first "
+            f"{setup['nq_questions']} questions",
+            "",
+            "No model saw an NQ question; question i is reranked by the i-th fold model, round "
+            "robin. DPR answer accuracy:",
+            "",
+            "| reranker | " + " | ".join(measures) + " |",
+            "|" + "---|" * (len(measures) + 1),
+        ]
+        for label, row in table.items():
+            lines.append(f"| {label} | " + " | ".join(f"{row[m]:.4f}" for m in measures) + " |")
         lines.append("")
     lines.append(
         "*CV ranker gain*: the cross-validated ranker's mean nDCG@10 minus the row's, in "

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from foundation import DL_MEASURES, encode, log, machine  # noqa: E402
+from foundation import DL_MEASURES, encode, log, machine, report_path  # noqa: E402
 from rerank import (  # noqa: E402
     _consistency,
     _cut,
@@ -117,8 +117,8 @@ def main() -> None:
         "speed": speed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(report))
+    report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+    report_path(args.out, ".md").write_text(render(report))
     print(render(report))
 
 
