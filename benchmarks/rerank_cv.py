@@ -17,7 +17,11 @@ the base bi-encoder's dense top-100), the bi-encoder's own scores over each, the
 ``--reference`` ranker at full compute (one that never saw a DL19 judgement; its other levels
 are in ``results/rerank.md``) and the cross-validated rankers at each ``--levels`` level;
 nDCG@10 and RR@10, per fold and merged, with paired-bootstrap intervals of the
-cross-validated full ranker against every other row. Speed is not measured: a cross-validated
+cross-validated full ranker against every other row. ``--baseline-fold-model`` adds a second
+set of fold models of the same split as one more row (``benchmarks/rerank_cv_wise.sh`` puts the
+trained rankers beside their WiSE-FT interpolations, ``elasticir train interpolate``); ``--nq N``
+adds the dense top-100 of the first N nq-open questions over nq-open + DL19, reranked by the
+fold models round robin (no model saw an NQ question). Speed is not measured: a cross-validated
 model has the reference's architecture and cost (``benchmarks/rerank.py`` measures it).
 """
 

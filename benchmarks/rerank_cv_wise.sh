@@ -7,7 +7,8 @@
 #
 #   bash benchmarks/rerank_cv_wise.sh    # ~7 min of interpolation, ~6 min of DL19 reranking
 #                                        # and ~14 min of NQ (200 questions; NQ=0 skips it)
-#   ALPHA=0.25 NQ=0 bash benchmarks/rerank_cv_wise.sh   # a post-hoc point of the sweep
+#   ALPHA=0.25 NQ=0 BASELINE=0 bash benchmarks/rerank_cv_wise.sh   # a post-hoc point of the
+#                                        # sweep, without NQ and the trained rankers' rows
 set -euo pipefail
 ALPHA=${ALPHA:-0.5}
 TRAINED=${TRAINED:-models/ranker-minilm-dl19cv-base}
@@ -18,7 +19,7 @@ for f in 0 1 2 3 4; do
     elasticir train interpolate "$TRAINED-f$f" --alpha "$ALPHA" -o "$out" -q
   fi
   folds+=(--fold-model "$out")
-  baselines+=(--baseline-fold-model "$TRAINED-f$f")
+  if [ "${BASELINE:-1}" != 0 ]; then baselines+=(--baseline-fold-model "$TRAINED-f$f"); fi
 done
-python benchmarks/rerank_cv.py "${folds[@]}" "${baselines[@]}" --nq "${NQ:-200}" \
+python benchmarks/rerank_cv.py "${folds[@]}" ${baselines[@]+"${baselines[@]}"} --nq "${NQ:-200}" \
   --out "results/rerank-cv-wise${ALPHA}"

@@ -118,6 +118,15 @@ def test_bad_requests_are_refused_before_anything_is_written(trained: Path, tmp_
     with pytest.raises(ValueError, match="no longer hashes to its run's key"):
         interpolate_ranker(stale, 0.5, tmp_path / "z")
     assert not any((tmp_path / name).exists() for name in ("x", "twice", "y", "z"))
+    written = (half / "model.safetensors").stat().st_mtime_ns
+    assert interpolate_ranker(trained, 0.5, half) == half  # the same request: nothing redone
+    assert (half / "model.safetensors").stat().st_mtime_ns == written
+    with pytest.raises(ValueError, match="already holds another model"):
+        interpolate_ranker(trained, 0.75, half)
+    assert (
+        json.loads((half / "elasticir.json").read_text())["training"]["interpolation"]["alpha"]
+        == 0.5
+    )
 
 
 def test_cli_writes_the_interpolation(trained: Path, tmp_path: Path) -> None:

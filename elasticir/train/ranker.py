@@ -71,6 +71,11 @@ scores as its own deepest-exit score (no pair of the group changes order).
 Seeded and resumable like ``elasticir train denser``: ``<output>/checkpoint/state.pt`` every
 ``checkpoint_every`` steps; rerunning the same config resumes and ends with the weights an
 uninterrupted run ends with (same device and thread count).
+
+**WiSE-FT** (:func:`interpolate_ranker`, ``elasticir train interpolate``): after training, the
+weights can be mixed with the run's start net, ``(1 - alpha) * start + alpha * trained``, at no
+extra cost per pair. With few labels this keeps part of what the start knew (for the pooled
+head, the bi-encoder's ranking); the start is rebuilt from the run's own record.
 """
 
 from __future__ import annotations
@@ -1122,7 +1127,8 @@ def interpolate_ranker(
     is an ordinary ranker directory whose ``training`` record is the run's, plus an
     ``interpolation`` entry (alpha, the trained ranker's path and fingerprint); a ranker
     trained by cross-validation keeps its held-out queries, so ``benchmarks/rerank_cv.py``
-    accepts it. Refuses an output that is the model itself.
+    accepts it. Returns at once when ``output`` already holds this very interpolation, and
+    refuses an output that holds any other model (the trained one included).
     """
     from elasticir.rerank.ranker import ElasticRanker, read_manifest
 
@@ -1148,6 +1154,13 @@ def interpolate_ranker(
         values["cache"] = str(cache)
     config = RankerTrainConfig.from_dict(values)
     trained = ElasticRanker(source, device="cpu")
+    if (out / "elasticir.json").is_file():
+        done = read_manifest(str(out)).get("training", {}).get("interpolation") or {}
+        if done.get("alpha") == alpha and done.get("trained_fingerprint") == trained.fingerprint:
+            return out  # already written by the same request
+        raise ValueError(
+            f"{out} already holds another model; use another output directory (or delete it)"
+        )
     with _threads(threads if threads is not None else config.threads):
         groups = load_groups(config, progress=progress)
         if groups.key != training.get("key"):
