@@ -5,8 +5,9 @@
 # Declared before its run: ALPHA=0.5 (the midpoint; not fitted on DL19) is the run of record.
 # Other values are a post-hoc sweep and are reported as such, never as the target's result.
 #
-#   bash benchmarks/rerank_cv_wise.sh    # ~7 min of interpolation, ~6 min of DL19 reranking
-#                                        # and ~14 min of NQ (200 questions; NQ=0 skips it)
+#   bash benchmarks/rerank_cv_wise.sh    # ~7 min of interpolation, ~15 min of DL19 reranking
+#                                        # (both sets of models) and ~13 min of NQ (200
+#                                        # questions; NQ=0 skips it)
 #   ALPHA=0.25 NQ=0 BASELINE=0 bash benchmarks/rerank_cv_wise.sh   # a post-hoc point of the
 #                                        # sweep, without NQ and the trained rankers' rows
 set -euo pipefail
