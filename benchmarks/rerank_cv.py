@@ -94,6 +94,8 @@ def main() -> None:
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     if args.fuse_alpha and FULL not in levels:
         raise SystemExit("--fuse-alpha fuses the full ranker's run: add full to --levels")
+    if args.nq < 0:
+        raise SystemExit(f"--nq must be 0 (no NQ) or a number of questions, got {args.nq}")
     if any(not 0.0 <= a <= 1.0 for a in args.fuse_alpha):
         raise SystemExit(f"--fuse-alpha must be in [0, 1], got {args.fuse_alpha}")
 
