@@ -42,7 +42,7 @@ from rerank import _concat, _cut, _dense, _passages  # noqa: E402
 from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.encoders.denser import ElasticDenser  # noqa: E402
-from elasticir.encoders.levels import FULL  # noqa: E402
+from elasticir.encoders.levels import FULL, Level  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
@@ -115,7 +115,9 @@ def main() -> None:
     report: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     report["setup"] = {
         "fold_models": {path: sorted(held) for path, held in folds.items()},
-        "interpolations": {path: _interpolation(path) for path in folds if _interpolation(path)},
+        "interpolations": {
+            path: record for path in folds if (record := _interpolation(path)) is not None
+        },
         "baseline_fold_models": {path: sorted(held) for path, held in baseline.items()},
         "reference": args.reference,
         "queries": len(evaluated),
@@ -147,18 +149,13 @@ def main() -> None:
                 first, queries, passages, RankerScorer(reference)
             )
         if baseline:
-            merged_baseline: dict = {}
-            for path, held in baseline.items():
-                own = [q for q in queries if q.query_id in held]
-                merged_baseline.update(_rerank(first, own, passages, RankerScorer(models[path])))
-            runs[f"baseline CV ranker {FULL}"] = merged_baseline
+            shares = _held_shares(baseline, queries)
+            runs[f"baseline CV ranker {FULL}"] = _by_fold(first, shares, passages, models)
         for level in levels:
-            merged: dict = {}
-            for path, held in folds.items():
-                own = [q for q in queries if q.query_id in held]
-                scorer = RankerScorer(models[path], level=level)
-                merged.update(_rerank(first, own, passages, scorer))
-            runs[f"cross-validated ranker {level}"] = merged
+            shares = _held_shares(folds, queries)
+            runs[f"cross-validated ranker {level}"] = _by_fold(
+                first, shares, passages, models, level
+            )
         for alpha in args.fuse_alpha:
             ranker_run = runs[f"cross-validated ranker {FULL}"]
             runs[f"CV ranker full + first stage, alpha={alpha:g}"] = interpolate(
@@ -167,7 +164,7 @@ def main() -> None:
         tables[name] = _table(runs, qrels, folds, level=FULL if FULL in levels else levels[0])
     report["quality"] = tables
     if args.nq:
-        report["nq"] = _nq(args, base, dl, folds, baseline, models)
+        report["nq"] = _nq(args, base, vectors, folds, baseline, models)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report_path(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -201,16 +198,27 @@ def _check_folds(paths: list[str], judged_ids: list[str]) -> dict[str, set[str]]
     return out
 
 
-def _nq(args, base: ElasticDenser, dl, folds: dict, baseline: dict, models: dict) -> dict:
+def _held_shares(folds: dict, queries: list) -> dict:
+    """``{model path: the queries of its held-out fold}``."""
+    return {path: [q for q in queries if q.query_id in held] for path, held in folds.items()}
+
+
+def _by_fold(first: dict, shares: dict, passages, models: dict, level: Level | str = FULL) -> dict:
+    """One run: each model of ``shares`` (``{path: queries}``) reranks its own queries."""
+    merged: dict = {}
+    for path, own in shares.items():
+        merged.update(_rerank(first, own, passages, RankerScorer(models[path], level=level)))
+    return merged
+
+
+def _nq(args, base: ElasticDenser, dl_vectors, folds: dict, baseline: dict, models: dict) -> dict:
     """Top-1/5/20 answer accuracy on the dense top-``depth`` of the first ``args.nq`` nq-open
-    questions over nq-open + DL19, reranked by the fold models round robin."""
-    nq = get_dataset("nq-open")
+    questions over nq-open + DL19 (``dl_vectors``: the DL19 passages' already loaded), reranked
+    by the fold models round robin."""
+    nq, dl = get_dataset("nq-open"), get_dataset("msmarco-dl19")
     questions = read_topics(nq.queries)[: args.nq]
     log(f"NQ: {len(questions)} questions, dense top-{args.depth} over nq-open + DL19")
-    vectors = _concat(
-        EmbeddingStore(encode(base, nq.corpus, "nq")).load(),
-        EmbeddingStore(encode(base, dl.corpus, "dl19")).load(),
-    )
+    vectors = _concat(EmbeddingStore(encode(base, nq.corpus, "nq")).load(), dl_vectors)
     passages = _passages([nq.corpus, dl.corpus])
     first = _dense(base, vectors, questions, args.depth)
     runs = {"first stage": first}
@@ -219,13 +227,9 @@ def _nq(args, base: ElasticDenser, dl, folds: dict, baseline: dict, models: dict
         (f"baseline CV ranker {FULL}", list(baseline)),
         (f"cross-validated ranker {FULL}", list(folds)),
     ):
-        if not paths:
-            continue
-        merged: dict = {}
-        for i, path in enumerate(paths):
-            share = questions[i :: len(paths)]
-            merged.update(_rerank(first, share, passages, RankerScorer(models[path])))
-        runs[label] = merged
+        if paths:  # question i to the i-th model, round robin: no model saw any of them
+            shares = {path: questions[i :: len(paths)] for i, path in enumerate(paths)}
+            runs[label] = _by_fold(first, shares, passages, models)
     asked = {q.text.strip() for q in questions}
     qas = [pair for pair in read_qas(nq.qas) if pair.question.strip() in asked]
     texts = passage_texts(passages.values())
