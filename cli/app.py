@@ -16,6 +16,32 @@ app = typer.Typer(
     # Plain help text: rich markup would swallow the "[default: ...]" notes in option help.
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"elasticir {version('elasticir')}")
+        except PackageNotFoundError:  # a source tree that is not installed
+            typer.echo("elasticir (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the installed version and exit",
+    ),
+) -> None:
+    """Dense retrieval and reranking with compute-elastic models."""
+
+
 app.command("index")(index.main)
 app.command("search")(search.main)
 app.command("rerank")(rerank.main)

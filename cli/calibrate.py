@@ -56,7 +56,18 @@ def main(
     from elasticir.rerank.policies import PolicyFamily, calibrate, calibration_queries
     from elasticir.rerank.ranker import ElasticRanker
 
+    # Everything that can be wrong is found before the ranker scores a single pair.
+    if not 0 < delta < 1:
+        raise ValueError(f"--delta must be in (0, 1) (a drop of nDCG@10), got {delta}")
+    if not 0 < epsilon < 1:
+        raise ValueError(f"--epsilon must be in (0, 1) (a probability), got {epsilon}")
+    if depth < 1 or min_layer < 1:
+        raise ValueError(f"--depth and --min-layer must be >= 1, got {depth} and {min_layer}")
+    check_calibration_output(output)
+    PolicyFamily(family, min_layer)  # an unknown family fails here
     candidates = read_run(run)
+    if not candidates:
+        raise ValueError(f"{run}: the run holds no rankings; nothing to calibrate on")
     queries = {q.query_id: q.text for q in api.load_queries(topics)}
     wanted = {d for qid, docs in candidates.items() if qid in queries for d in docs}
     found = PassageLookup(corpus).fetch(wanted)
@@ -88,3 +99,20 @@ def main(
         f"policy {spec} at {result.level}: risk {result.risk:.4f} <= delta {delta} on "
         f"{result.n_queries} queries{fitted}, speedup {result.speedup:.2f}x; written {output}"
     )
+
+
+def check_calibration_output(path: Path) -> None:
+    """Only a calibration file (or nothing) may be replaced by one, and only where writable."""
+    from elasticir.data.files import check_writable
+
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            existing = None
+        if not (isinstance(existing, dict) and {"level", "policy"} <= existing.keys()):
+            raise ValueError(
+                f"{path} exists and is not a calibration file; refusing to replace it: choose "
+                "another --output (nothing was written)"
+            )
+    check_writable(path, "calibration")

@@ -35,7 +35,14 @@ def main(
     from elasticir import api
 
     names = tuple(m.strip() for m in measures.split(",")) if measures else None
-    cutoffs = tuple(int(k) for k in ks.split(","))
+    try:
+        cutoffs = tuple(int(k) for k in ks.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--ks must be comma-separated integers such as 1,5,20; got {ks!r}"
+        ) from None
+    if any(k < 1 for k in cutoffs):
+        raise ValueError(f"--ks cut-offs must be positive, got {ks!r}")
     results = api.evaluate_run(
         run, qrels=qrels, measures=names, qas=qas, corpus=corpus, topics=topics, ks=cutoffs
     )

@@ -5,19 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from elasticir.cli.common import parse_shard, reports_errors
+from elasticir.cli.common import parse_shard, reports_errors, stem
 
 
 @reports_errors
 def main(
     corpus: Path = typer.Argument(
         ...,
-        help="Corpus: .jsonl/.jsonl.gz (Pyserini or BEIR), .tsv (MS MARCO), or a "
-        "JsonCollection folder. Or a dataset name with --dataset.",
+        help="Corpus: .jsonl/.jsonl.gz (Pyserini or BEIR), .tsv/.tsv.gz (MS MARCO, DPR), or "
+        "a JsonCollection folder",
         exists=False,
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Index directory [default: indexes/<corpus>-<type>]"
+        None,
+        "--output",
+        "-o",
+        help="Index directory to create; it must not exist yet, be empty, or (with "
+        "--overwrite) hold an index of the same type [default: indexes/<corpus>-<type>]",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the index already at --output (only an index of the same type; the old "
+        "one stays in place until the new one is complete)",
     ),
     index_type: str = typer.Option(
         "flat",
@@ -63,15 +73,18 @@ def main(
 ) -> None:
     """Encode CORPUS and build an index under indexes/.
 
-    Encoding is resumable: kill it at any point and run the same command again; finished
-    shards are kept. The embeddings are cached in <output>.embeddings/, so rebuilding another
-    index type from the same corpus and model does not encode again.
+    The whole corpus is checked first: a malformed line anywhere stops the command before
+    anything is encoded or written. Encoding is resumable: kill it at any point and run the
+    same command again; finished shards are kept. The embeddings are cached in
+    <output>.embeddings/, keyed on the corpus's content: rebuilding another index type from
+    the same corpus and model does not encode again, and an edited corpus has only its
+    changed shards encoded again (the command says how many).
     """
     from elasticir import api
     from elasticir.index.faiss_index import IndexSpec
 
     if output is None:
-        name = f"{corpus.name.split('.')[0]}-{index_type}"
+        name = f"{stem(corpus)}-{index_type}"
         name += "" if level == "full" else f"-{level}"
         name += "" if dim is None else f"-d{dim}"
         output = Path("indexes") / name
@@ -98,8 +111,11 @@ def main(
         precision=precision,
         threads=threads,
         progress=not quiet,
+        overwrite=overwrite,
     )
     result = api.build_index(config)
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     if result.index is None:
         typer.echo(
             f"encoded {result.encoded} passages into {result.store}; other shard parts are "

@@ -11,17 +11,22 @@ from elasticir.cli.common import reports_errors
 
 @reports_errors
 def main(
-    dataset: str = typer.Option("nq-open", help="Dataset name from the data folder"),
+    dataset: str = typer.Option(
+        "nq-open", help="Dataset from the data folder: nq-open or msmarco-dl19 (or sample)"
+    ),
     data_dir: Path = typer.Option(
-        None, help="Data folder [default: $ELASTICIR_DATA, else ../shared/data]"
+        None,
+        help="Data folder; it must exist [default: $ELASTICIR_DATA, else ../shared/data, "
+        "else the 40-passage sample shipped in the package]",
     ),
     k: int = typer.Option(100, "-k", help="Passages retrieved per query"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
 ) -> None:
     """Index, search and evaluate dense, BM25 and hybrid retrieval; print the results.
 
-    Uses the data folder when it exists, otherwise the small sample shipped in the package.
-    Indexes go to indexes/, runs to runs/.
+    Uses the data folder when it exists, otherwise the small sample shipped in the package
+    (and says so). Indexes go to indexes/ (the quickstart's own ones are rebuilt), runs to
+    runs/.
     """
     from rich.console import Console
     from rich.table import Table

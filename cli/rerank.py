@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from elasticir.cli.common import reports_errors
+from elasticir.cli.common import reports_errors, stem
 
 
 @reports_errors
@@ -35,8 +35,10 @@ def main(
         "their order), or calibrated:FILE.json (from calibration; the way to use a rank "
         "policy, which reads the run's ranks) [default: the fixed --level]",
     ),
-    depth: int = typer.Option(1000, "--depth", help="Candidates read per query from the input run"),
-    k: int = typer.Option(1000, "-k", help="Documents per query written"),
+    depth: int = typer.Option(
+        1000, "--depth", min=1, help="Candidates read per query from the input run"
+    ),
+    k: int = typer.Option(1000, "-k", min=1, help="Documents per query written"),
     output: Path = typer.Option(
         None, "--output", "-o", help="TREC run to write [default: runs/<run>.reranked.trec]"
     ),
@@ -67,10 +69,14 @@ def main(
     --on-missing skip are counted and reported.
     """
     from elasticir import api
-    from elasticir.data.trec import write_run
+    from elasticir.data.trec import check_run_output, write_run
 
     stages = [api.parse_rerank_stage(spec) for spec in ranker]
-    output = output or Path("runs") / f"{run.name.rsplit('.', 1)[0]}.reranked.trec"
+    output = output or Path("runs") / f"{stem(run)}.reranked.trec"
+    if output.resolve() == run.resolve():
+        raise ValueError(f"{output} is the input run; write the reranked run elsewhere")
+    check_run_output(output)
+    api.check_token("run tag", tag or stages[-1].kind)
     result = api.rerank(
         api.RerankConfig(
             run=run,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from elasticir.cli.common import reports_errors
+from elasticir.cli.common import reports_errors, stem
 
 
 @reports_errors
@@ -17,7 +17,7 @@ def main(
     output: Path = typer.Option(
         None, "--output", "-o", help="TREC run to write [default: runs/<index>.<topics>.trec]"
     ),
-    k: int = typer.Option(1000, "-k", help="Passages per query"),
+    k: int = typer.Option(1000, "-k", min=1, help="Passages per query"),
     level: str = typer.Option(
         "full",
         help="Query-encoder compute level (dense only): full, L<depth>, L<depth>-W<width %> "
@@ -30,15 +30,17 @@ def main(
     batch_size: int = typer.Option(64, help="Queries per encoder batch"),
     tag: str = typer.Option(None, help="Run tag in the 6th column [default: the index name]"),
     threads: int = typer.Option(2, help="Search threads (BM25)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars"),
 ) -> None:
     """Search INDEX with every query in TOPICS; write the top-k as a TREC run under runs/.
 
     A dense index refuses a query encoder whose fingerprint differs from the one it was built
-    with (vectors from another model live in another space).
+    with (vectors from another model live in another space). The output may only replace a
+    TREC run; everything is checked before the model loads.
     """
     from elasticir import api
 
-    output = output or Path("runs") / f"{index.name}.{topics.name.split('.')[0]}.trec"
+    output = output or Path("runs") / f"{index.name}.{stem(topics)}.trec"
     config = api.SearchConfig(
         index=index,
         topics=topics,
@@ -49,6 +51,7 @@ def main(
         batch_size=batch_size,
         tag=tag or index.name,
         threads=threads,
+        progress=not quiet,
     )
     run = api.search(config)
     typer.echo(f"run: {output} ({len(run)} queries)")

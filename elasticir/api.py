@@ -11,16 +11,21 @@ so the CLI and user code share one path.
 
 from __future__ import annotations
 
-import json
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elasticir.data.corpus import load_passages
+from elasticir.data.corpus import CorpusDigest, digest_corpus, load_passages
+from elasticir.data.errors import CountedWarning, MissingResourceError
+from elasticir.data.files import check_writable
 from elasticir.data.records import QAPair, Query, Run
 from elasticir.data.topics import read_qas, read_queries_any
-from elasticir.data.trec import read_qrels, read_run, write_run
-from elasticir.index.faiss_index import IndexSpec
+from elasticir.data.trec import check_run_output, read_qrels, read_run, write_run
+from elasticir.index.faiss_index import INDEX_TYPES, IndexSpec
+from elasticir.index.output import check_index_output, what_is_at
+from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -49,6 +54,25 @@ class IndexConfig:
     device: str | None = None
     threads: int = 2
     progress: bool = True
+    overwrite: bool = False  # replace an index of the same kind at ``output`` (atomically)
+
+    def __post_init__(self) -> None:
+        if self.index_type not in (*INDEX_TYPES, BM25):
+            raise ValueError(
+                f"index type must be one of {', '.join((*INDEX_TYPES, BM25))}, "
+                f"got {self.index_type!r}"
+            )
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise ValueError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+        for name in ("shard_size", "batch_size", "threads"):
+            _require_positive(name, getattr(self, name))
+        if self.dim is not None:
+            _require_positive("dim", self.dim)
+        _require_precision(self.precision)
+        from elasticir.encoders.levels import Level
+
+        Level(self.level)  # raises ValueError on a malformed level
 
     def store_dir(self) -> Path:
         return self.store or Path(self.output).with_name(Path(self.output).name + ".embeddings")
@@ -61,6 +85,7 @@ class IndexResult:
     num_passages: int
     encoded: int
     seconds: float
+    notes: tuple[str, ...] = ()  # what the user should hear of: shards encoded again, and why
 
 
 @dataclass(frozen=True)
@@ -74,30 +99,79 @@ class SearchConfig:
     batch_size: int = 64
     tag: str = "elasticir"
     threads: int = 2
+    progress: bool = False  # a progress bar on stderr while queries are encoded / searched
+
+    def __post_init__(self) -> None:
+        for name in ("k", "batch_size", "threads"):
+            _require_positive(name, getattr(self, name))
+        check_token("run tag", self.tag)
+        from elasticir.encoders.levels import Level
+
+        Level(self.level)
+
+
+def _require_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_token(what: str, value: str) -> None:
+    """A TREC run field (tag, ids) holds no whitespace: refuse one before any work."""
+    if not isinstance(value, str) or not value or re.search(r"\s", value):
+        raise ValueError(f"{what} must be non-empty and free of whitespace, got {value!r}")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _require_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> IndexResult:
-    """Encode the corpus (resumable) and build the index; BM25 goes through Lucene."""
+    """Encode the corpus (resumable) and build the index; BM25 goes through Lucene.
+
+    Everything that can be checked is checked before the model loads or anything is
+    encoded: the output (see :func:`~elasticir.index.output.check_index_output`: an existing
+    path must be an index of the same kind, replaced only with ``overwrite``), the whole
+    corpus (a bad line anywhere, or no passage at all), and whether the index type can be
+    built over it.
+    """
     import time
 
+    if not Path(config.corpus).exists():
+        raise MissingResourceError(f"{config.corpus}: not found (the corpus)")
+    kind = BM25 if config.index_type == BM25 else "dense"
+    check_index_output(config.output, kind, overwrite=config.overwrite)
     if config.index_type == BM25:
         from elasticir.retrieve.bm25 import build_bm25_index, read_bm25_meta
 
         start = time.perf_counter()
         path = build_bm25_index(
-            config.corpus, config.output, threads=config.threads, progress=config.progress
+            config.corpus,
+            config.output,
+            threads=config.threads,
+            progress=config.progress,
+            overwrite=config.overwrite,
         )
         count = int(read_bm25_meta(path).get("num_docs", 0))
         return IndexResult(path, None, count, count, time.perf_counter() - start)
 
     from elasticir.index.faiss_index import build_index as build_faiss
-    from elasticir.index.store import encode_corpus
+    from elasticir.index.store import EmbeddingStore, encode_corpus
 
     spec = IndexSpec(**{**config.spec.__dict__, "kind": config.index_type})
+    store_dir = config.store_dir()
+    EmbeddingStore.check_usable(store_dir)
+    check_writable(store_dir, "embedding store", directory=True)
+    digest = _digest(config.corpus, config.shard_size, config.progress)
+    spec.check_feasible(digest.num_passages, config.dim or _hidden_size(config.model))
     encoder = encoder or load_encoder(config.model, config.device, config.precision)
+    spec.check_feasible(digest.num_passages, config.dim or encoder.dim)
     report = encode_corpus(
         config.corpus,
-        config.store_dir(),
+        store_dir,
         encoder,
         level=config.level,
         dim=config.dim,
@@ -105,13 +179,47 @@ def build_index(config: IndexConfig, encoder: ElasticDenser | None = None) -> In
         shard=config.shard,
         batch_size=config.batch_size,
         progress=config.progress,
+        digest=digest,
     )
     index = None
     if report.complete:
-        index = build_faiss(config.store_dir(), config.output, spec, progress=config.progress)
+        # The output was checked above; an index that appeared since is a sibling --shard
+        # process's build of the same store, which this one may replace.
+        index = build_faiss(
+            store_dir,
+            config.output,
+            spec,
+            progress=config.progress,
+            overwrite=True,
+            content=digest.sha256,
+        )
     return IndexResult(
-        index, config.store_dir(), report.num_passages, report.encoded, report.seconds
+        index, store_dir, report.num_passages, report.encoded, report.seconds, report.notes
     )
+
+
+def _digest(corpus: Path, shard_size: int, progress: bool) -> CorpusDigest:
+    """Read and check the whole corpus once (see :func:`~elasticir.data.corpus.digest_corpus`)."""
+    with progress_bar(progress, None, f"checking {Path(corpus).name}") as advance:
+        digest = digest_corpus(corpus, shard_size, advance)
+    if digest.num_passages == 0:
+        raise ValueError(f"{corpus}: the corpus holds no passages; nothing to index")
+    return digest
+
+
+def _hidden_size(model: str | None) -> int | None:
+    """The encoder's output dimension from its config.json, without loading it (None when
+    that cannot be told cheaply)."""
+    import json
+
+    from elasticir.encoders.loading import resolve_model_path
+
+    path = Path(resolve_model_path(model)) / "config.json"
+    try:
+        size = json.loads(path.read_text(encoding="utf-8")).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return size if isinstance(size, int) else None
 
 
 RERANKERS = ("elastic", "dipair", "biencoder")
@@ -163,6 +271,18 @@ class RerankConfig:
     progress: bool = True
     precision: str = "fp32"  # elastic and bi-encoder stages: fp32, or bf16 autocast
 
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("rerank needs at least one stage")
+        _require_positive("depth", self.depth)
+        _require_positive("batch_size", self.batch_size)
+        if self.on_missing not in ("error", "skip"):
+            raise ValueError(f"on_missing must be 'error' or 'skip', got {self.on_missing!r}")
+        _require_precision(self.precision)
+        from elasticir.encoders.levels import Level
+
+        Level(self.level)
+
 
 @dataclass(frozen=True)
 class RerankResult:
@@ -175,14 +295,13 @@ def rerank(config: RerankConfig) -> RerankResult:
     from elasticir.rerank.factory import make_scorer
     from elasticir.rerank.pipeline import PassageLookup, Rerank, RunFile, top_k
 
-    if not config.stages:
-        raise ValueError("rerank needs at least one stage")
-    from elasticir.encoders.denser import PRECISIONS
-
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    for path, what in ((config.run, "run"), (config.topics, "topics"), (config.corpus, "corpus")):
+        if not Path(path).exists():
+            raise MissingResourceError(f"{path}: not found (the {what})")
     queries = load_queries(config.topics)
     candidates = {qid: top_k(docs, config.depth) for qid, docs in read_run(config.run).items()}
+    if not candidates:
+        raise ValueError(f"{config.run}: the run holds no rankings; nothing to rerank")
     first = RunFile(candidates, on_missing=config.on_missing)
     first.source = str(config.run)
     passages = PassageLookup(config.corpus)
@@ -252,31 +371,53 @@ def load_encoder(
 
 def index_kind(index_dir: Path) -> str:
     """``"bm25"`` or ``"dense"``, from the index directory's meta.json."""
-    from elasticir.data.errors import MissingResourceError
-
-    meta_path = Path(index_dir) / "meta.json"
-    if not meta_path.is_file():
+    found = what_is_at(index_dir)
+    if found == "absent":
         raise MissingResourceError(
-            f"{index_dir}: not an index directory (no meta.json); build one with `elasticir index`"
+            f"{index_dir}: not an index directory (nothing is there); build one with "
+            "`elasticir index`"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return BM25 if str(meta.get("kind", "")).startswith("bm25") else "dense"
+    if found not in (BM25, "dense"):
+        raise MissingResourceError(
+            f"{index_dir}: not an index directory (no elasticir meta.json); build one with "
+            "`elasticir index`"
+        )
+    return found
 
 
 def search(config: SearchConfig, encoder: ElasticDenser | None = None) -> Run:
-    """Search every topic; writes a TREC run when ``config.output`` is set."""
+    """Search every topic; writes a TREC run when ``config.output`` is set.
+
+    The index, the topics (every query must have text) and the output are checked before
+    any model loads.
+    """
+    kind = index_kind(config.index)
     queries = load_queries(config.topics)
-    if index_kind(config.index) == BM25:
+    if config.output is not None:
+        check_run_output(config.output)
+    if kind == BM25:
         from elasticir.retrieve.bm25 import bm25_search
 
-        run = bm25_search(config.index, queries, k=config.k, threads=config.threads)
+        run = bm25_search(
+            config.index,
+            queries,
+            k=config.k,
+            threads=config.threads,
+            progress=config.progress,
+        )
     else:
         from elasticir.retrieve.dense import DenseSearcher
 
         if encoder is None and config.model is not None:
             encoder = load_encoder(config.model)
         searcher = DenseSearcher(config.index, encoder)
-        run = searcher.search(queries, k=config.k, level=config.level, batch_size=config.batch_size)
+        run = searcher.search(
+            queries,
+            k=config.k,
+            level=config.level,
+            batch_size=config.batch_size,
+            progress=config.progress,
+        )
     if config.output is not None:
         write_run(config.output, run, tag=config.tag, k=config.k)
     return run
@@ -301,21 +442,46 @@ def evaluate_run(
 
     Answer accuracy needs the ``corpus`` (for passage text); ``topics`` maps run query ids
     to questions when they are not the qas line numbers.
+
+    A run that matches none of the judged queries (or questions) raises ``ValueError``: its
+    scores would be all zeros. A partial match is legitimate (a run over part of the topics)
+    but changes what the numbers mean, so it emits one :class:`CountedWarning` per side,
+    counting the judged queries without a ranking (they score 0) and the ranked queries
+    without judgements (not scored).
     """
     from elasticir.eval.measures import DEFAULT_MEASURES, evaluate
-    from elasticir.eval.qa import answer_accuracy, passage_texts
+    from elasticir.eval.qa import answer_accuracy, passage_texts, run_ids_for
 
     if qrels is None and qas is None:
         raise ValueError("evaluate needs qrels, a qas file, or both")
+    for path, what in ((qrels, "qrels"), (qas, "qas file"), (corpus, "corpus"), (topics, "topics")):
+        if path is not None and not Path(path).exists():
+            raise MissingResourceError(f"{path}: not found (the {what})")
+    name = str(run) if isinstance(run, (str, Path)) else "the run"
     if isinstance(run, (str, Path)):
         run = read_run(run)
+    if not any(run.values()):
+        raise ValueError(f"{name} holds no rankings; nothing to evaluate")
     results: dict[str, float] = {}
+    ranked = {qid for qid, docs in run.items() if docs}
     if qrels is not None:
-        results.update(evaluate(run, read_qrels(qrels), measures or DEFAULT_MEASURES))
+        judged = read_qrels(qrels)
+        _check_coverage(
+            name, ranked, set(judged), len(ranked & set(judged)), len(judged),
+            f"the judged queries of {qrels}", "count as 0",
+        )  # fmt: skip
+        results.update(evaluate(run, judged, measures or DEFAULT_MEASURES))
     if qas is not None:
         if corpus is None:
             raise ValueError("answer accuracy needs the corpus the run retrieved from")
         pairs: list[QAPair] = read_qas(qas)
+        topic_list = load_queries(topics) if topics is not None else None
+        pair_ids = run_ids_for(pairs, run, topic_list)
+        how = "" if topics is not None else " (by line number; --topics matches ids by text)"
+        _check_coverage(
+            name, ranked, set(pair_ids), sum(1 for r in pair_ids if r in ranked), len(pairs),
+            f"the questions of {qas}{how}", "count as misses",
+        )  # fmt: skip
         wanted = {doc for scores in run.values() for doc in scores}
         texts = passage_texts(load_passages(corpus, wanted).values())
         missing = wanted - texts.keys()
@@ -324,9 +490,44 @@ def evaluate_run(
                 f"{len(missing)} doc id(s) in the run are not in {corpus} "
                 f"(e.g. {sorted(missing)[:3]}): evaluate against the corpus the run searched"
             )
-        topic_list = load_queries(topics) if topics is not None else None
         results.update(answer_accuracy(run, pairs, texts, ks=ks, topics=topic_list))
     return results
+
+
+def _check_coverage(
+    name: str,
+    ranked: set[str],
+    matched_ids: set[str],
+    found: int,
+    total: int,
+    against: str,
+    missing_means: str,
+) -> None:
+    """Refuse a run that matches none of the ``total`` judged queries; warn, counted, of a
+    partial match. ``found`` of them have a ranking; ``matched_ids`` are their run ids."""
+    if found == 0:
+        raise ValueError(
+            f"no query of {name} (ids such as {', '.join(sorted(ranked)[:3])}) is among "
+            f"{against}: every score would be 0; evaluate the run against the judgements of "
+            "the topics it was made from"
+        )
+    if found < total:
+        absent = sorted(matched_ids - ranked - {""})[:3]
+        example = f" (e.g. {', '.join(absent)})" if absent else ""
+        warnings.warn(
+            f"{total - found} of {total} of {against} have no ranking in {name}; they "
+            f"{missing_means}{example}",
+            CountedWarning,
+            stacklevel=3,
+        )
+    extra = sorted(ranked - matched_ids)
+    if extra:
+        warnings.warn(
+            f"{len(extra)} of the {len(ranked)} ranked queries of {name} are not among "
+            f"{against} and are not scored (e.g. {', '.join(extra[:3])})",
+            CountedWarning,
+            stacklevel=3,
+        )
 
 
 def fuse_runs(
@@ -342,6 +543,10 @@ def fuse_runs(
     from elasticir.retrieve.fusion import interpolate, reciprocal_rank_fusion
 
     loaded = [read_run(r) if isinstance(r, (str, Path)) else r for r in runs]
+    for source, run in zip(runs, loaded):
+        if not any(run.values()):
+            name = source if isinstance(source, (str, Path)) else "a run"
+            raise ValueError(f"{name} holds no rankings; nothing to fuse")
     if method == "rrf":
         return reciprocal_rank_fusion(loaded, k=rrf_k, depth=k)
     if method == "interpolate":

@@ -6,11 +6,12 @@ package (and says how to get real data).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from elasticir import api
-from elasticir.data.datasets import Dataset, get_dataset, sample_dataset
+from elasticir.data.datasets import Dataset, data_root, get_dataset, sample_dataset
 from elasticir.data.errors import MissingResourceError
 from elasticir.data.trec import write_run
 
@@ -29,12 +30,34 @@ class QuickstartResult:
     used_sample: bool
 
 
+QUICKSTART_DATASETS = ("nq-open", "msmarco-dl19", "sample")
+
+
 def choose_dataset(name: str = "nq-open", data_dir: Path | None = None) -> tuple[Dataset, bool]:
-    """The named dataset, or the shipped sample (``True``) when no data folder exists."""
-    try:
+    """The named dataset, or the shipped sample (``True``) when no data folder exists.
+
+    Raises ``ValueError`` for a dataset the quickstart does not run and
+    :class:`MissingResourceError` for a ``data_dir`` that does not exist or lacks the
+    dataset: only a data folder that is nowhere to be found falls back to the sample.
+    """
+    if name not in QUICKSTART_DATASETS:
+        raise ValueError(
+            f"the quickstart runs on {', '.join(QUICKSTART_DATASETS)}; got {name!r} (use "
+            "`elasticir index`, `search` and `eval` for other datasets)"
+        )
+    if name == "sample":
+        return sample_dataset(), False
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise MissingResourceError(f"--data-dir {data_dir}: no such directory")
         return get_dataset(name, root=data_dir), False
+    try:
+        root = data_root()
     except MissingResourceError:
+        if os.environ.get("ELASTICIR_DATA"):
+            raise  # named, but not there: say so rather than run on the sample
         return sample_dataset(), True
+    return get_dataset(name, root=root), False
 
 
 def run_quickstart(
@@ -46,17 +69,26 @@ def run_quickstart(
     progress: bool = True,
     used_sample: bool = False,
 ) -> QuickstartResult:
-    """Dense (flat), BM25 and RRF hybrid over ``dataset``; returns their measures."""
-    assert dataset.corpus is not None and dataset.queries is not None
+    """Dense (flat), BM25 and RRF hybrid over ``dataset``; returns their measures.
+
+    The quickstart's own index directories are rebuilt on every run (``overwrite``).
+    """
+    if dataset.corpus is None or dataset.queries is None:
+        raise ValueError(f"dataset {dataset.name!r} has no corpus or queries to run on")
     encoder = api.load_encoder()
     dense_dir = index_root / f"{dataset.name}-minilm-flat"
     bm25_dir = index_root / f"{dataset.name}-bm25"
     api.build_index(
-        api.IndexConfig(corpus=dataset.corpus, output=dense_dir, progress=progress), encoder
+        api.IndexConfig(corpus=dataset.corpus, output=dense_dir, progress=progress, overwrite=True),
+        encoder,
     )
     api.build_index(
         api.IndexConfig(
-            corpus=dataset.corpus, output=bm25_dir, index_type=api.BM25, progress=progress
+            corpus=dataset.corpus,
+            output=bm25_dir,
+            index_type=api.BM25,
+            progress=progress,
+            overwrite=True,
         )
     )
     runs: dict[str, Path] = {}

@@ -24,16 +24,17 @@ def main() -> list[tuple[str, str, float]]:
     vectors = encoder.encode_queries(["why is the sea salty"], level=Level("full"))
     print("query vector", vectors.shape, "norm", float(np.linalg.norm(vectors[0])))
 
-    work = Path(tempfile.mkdtemp(prefix="elasticir-vectors-"))
-    encode_corpus(dataset.corpus, work / "store", encoder, shard_size=16, progress=False)
-    build_index(work / "store", work / "hnsw", IndexSpec(kind="hnsw"), progress=False)
+    with tempfile.TemporaryDirectory(prefix="elasticir-vectors-") as folder:
+        work = Path(folder)  # removed on the way out, also after an error
+        encode_corpus(dataset.corpus, work / "store", encoder, shard_size=16, progress=False)
+        build_index(work / "store", work / "hnsw", IndexSpec(kind="hnsw"), progress=False)
 
-    searcher = DenseSearcher(work / "hnsw", encoder)
-    top = []
-    for query in read_topics(dataset.queries)[:3]:
-        doc_id, score = next(iter(searcher.search([query], k=1)[query.query_id].items()))
-        top.append((query.text, doc_id, score))
-        print(f"{query.text!r} -> {doc_id} ({score:.3f})")
+        searcher = DenseSearcher(work / "hnsw", encoder)
+        top = []
+        for query in read_topics(dataset.queries)[:3]:
+            doc_id, score = next(iter(searcher.search([query], k=1)[query.query_id].items()))
+            top.append((query.text, doc_id, score))
+            print(f"{query.text!r} -> {doc_id} ({score:.3f})")
     return top
 
 

@@ -81,7 +81,7 @@ def test_build_refuses_to_replace_non_index(tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("...")
-    with pytest.raises(FileExistsError, match="not a Lucene index"):
+    with pytest.raises(ValueError, match="not an elasticir index"):
         build_bm25_index(corpus, precious, progress=False)
     assert (precious / "thesis.tex").exists()
 
@@ -138,7 +138,7 @@ def test_tsv_corpus_with_titles_and_atomic_rebuild(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "contents": "ok"}\n{not json\n')
     with pytest.raises(InputFormatError):
-        build_bm25_index(bad, index, progress=False)
+        build_bm25_index(bad, index, progress=False, overwrite=True)
     assert bm25_search(index, queries[:1], k=1) == {"q1": {"d1": pytest.approx(run["q1"]["d1"])}}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 

@@ -454,13 +454,23 @@ def test_writer_errors_leave_no_file(tmp_path: Path, bad_write: Callable) -> Non
 
 def test_writer_exception_keeps_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "run.trec"
-    path.write_text("old contents\n")
+    path.write_text("q0 Q0 old 1 1.000000 before\n")
     with pytest.raises(RuntimeError, match="boom"):
         with TrecRunWriter(path) as writer:
             writer.write("q", {"a": 1.0})
             raise RuntimeError("boom")
-    assert path.read_text() == "old contents\n"
+    assert path.read_text() == "q0 Q0 old 1 1.000000 before\n"
     assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]
+
+
+def test_writer_never_replaces_a_file_that_is_not_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"id": "d1", "contents": "text"}\n')
+    with pytest.raises(ValueError, match="not a TREC run"):
+        with TrecRunWriter(path) as writer:
+            writer.write("q", {"a": 1.0})
+    assert path.read_text() == '{"id": "d1", "contents": "text"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.jsonl"]
 
 
 def test_writer_misuse(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ import pytest
 
 from elasticir.data.corpus import iter_corpus
 from elasticir.data.datasets import Dataset, sample_dataset
-from elasticir.data.errors import MissingResourceError
-from elasticir.data.records import Query
+from elasticir.data.errors import InputFormatError, MissingResourceError
+from elasticir.data.records import Passage, Query
 from elasticir.data.topics import read_topics
 from elasticir.data.trec import read_qrels
 from elasticir.encoders.denser import ElasticDenser
@@ -32,6 +32,7 @@ from elasticir.index.faiss_index import IndexSpec, build_index, load_index
 from elasticir.index.store import EmbeddingStore, encode_corpus
 from elasticir.retrieve.dense import DenseSearcher, EncoderMismatchError
 
+LOCK_FILES = (".lock", ".meta.lock")  # advisory locks of the store's writers and readers
 SMALL = 300  # passages in the resumability corpus
 SMALL_SHARD = 32  # -> 10 shards, the last one of 12 passages
 NUM_QUERIES = 200
@@ -145,7 +146,11 @@ def _store_files(store: Path) -> dict[str, list[str]]:
         "tmp": [n for n in names if n.startswith(".tmp-")],
         "npy": [n for n in names if n.startswith("shard-") and n.endswith(".npy")],
         "ids": [n for n in names if n.startswith("shard-") and n.endswith(".ids")],
-        "other": [n for n in names if not n.startswith((".tmp-", "shard-")) and n != "meta.json"],
+        "other": [
+            n
+            for n in names
+            if not n.startswith((".tmp-", "shard-")) and n not in ("meta.json", *LOCK_FILES)
+        ],
     }
 
 
@@ -281,10 +286,44 @@ def test_reusing_a_store_with_other_settings(
     with pytest.raises(ValueError, match=r"shard_size: store has 32, asked 64") as info:
         encode_corpus(small_corpus, store, denser, shard_size=64, progress=False)
     assert str(store) in str(info.value)
-    other_corpus = _first_lines(small_corpus, tmp_path / "other.jsonl", 10)
-    with pytest.raises(ValueError, match="corpus"):
-        encode_corpus(other_corpus, store, denser, shard_size=SMALL_SHARD, progress=False)
     assert {p.name: p.read_bytes() for p in store.iterdir()} == before
+
+
+def test_a_store_is_keyed_on_the_corpus_content_not_its_path(
+    small_corpus: Path, store_a: Path, denser: ElasticDenser, tmp_path: Path
+) -> None:
+    """Edit the corpus behind the same path: the changed shards are encoded again, the
+    unchanged ones kept, and the report says so (the old vectors are never reused)."""
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(small_corpus, corpus)
+    store = tmp_path / "store"
+    encode_corpus(corpus, store, denser, shard_size=SMALL_SHARD, progress=False)
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    record = json.loads(lines[SMALL_SHARD * 3 + 5])  # a passage of shard 3
+    record["contents"] = "an edited passage about something else entirely"
+    lines[SMALL_SHARD * 3 + 5] = json.dumps(record) + "\n"
+    corpus.write_text("".join(lines), encoding="utf-8")
+
+    report = encode_corpus(corpus, store, denser, shard_size=SMALL_SHARD, progress=False)
+    assert report.complete and report.encoded == SMALL_SHARD
+    assert len(report.notes) == 1 and "content changed" in report.notes[0]
+    assert "1 shard(s) dropped to be encoded again, 9 kept" in report.notes[0]
+    _, vectors = EmbeddingStore(store).load()
+    _, before = EmbeddingStore(store_a).load()
+    edited = SMALL_SHARD * 3 + 5
+    assert not np.allclose(vectors[edited], before[edited])
+    text = Passage(record["id"], record["contents"], record.get("title") or "").encoder_text()
+    expected = denser.encode_passages([text])[0]
+    assert np.allclose(vectors[edited], expected, atol=1e-5)
+    assert np.array_equal(np.delete(vectors, edited, 0), np.delete(before, edited, 0))
+
+    # Another corpus entirely: the same store holds its passages afterwards, and says why.
+    other = _first_lines(small_corpus, tmp_path / "other.jsonl", 10)
+    report = encode_corpus(other, store, denser, shard_size=SMALL_SHARD, progress=False)
+    assert report.complete and report.encoded == 10 and "dropped" in report.notes[0]
+    ids, vectors = EmbeddingStore(store).load()
+    assert ids == [p.doc_id for p in iter_corpus(other)] and vectors.shape[0] == 10
+    assert sorted(p.name for p in store.glob("shard-*")) == ["shard-00000.ids", "shard-00000.npy"]
 
 
 @pytest.mark.parametrize("shard", [(2, 2), (-1, 2), (0, 0)])
@@ -558,7 +597,7 @@ def test_failed_build_leaves_the_old_index(
 
     monkeypatch.setattr(faiss, "write_index", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        build_index(sample_store, index_dir, IndexSpec("hnsw"), progress=False)
+        build_index(sample_store, index_dir, IndexSpec("hnsw"), progress=False, overwrite=True)
     monkeypatch.undo()
     assert _snapshot(index_dir) == before
     assert _leftovers(tmp_path) == []
@@ -566,12 +605,17 @@ def test_failed_build_leaves_the_old_index(
 
     # an IVF-PQ index cannot be trained on 40 passages: refused, old index kept
     with pytest.raises(ValueError, match="at least 256 passages"):
-        build_index(sample_store, index_dir, IndexSpec("ivfpq"), progress=False)
+        build_index(sample_store, index_dir, IndexSpec("ivfpq"), progress=False, overwrite=True)
     assert _snapshot(index_dir) == before
     assert _leftovers(tmp_path) == []
 
+    # without overwrite=True an existing index is never replaced
+    with pytest.raises(ValueError, match="already holds a dense index"):
+        build_index(sample_store, index_dir, IndexSpec("hnsw"), progress=False)
+    assert _snapshot(index_dir) == before
+
     # a build that succeeds replaces the index, leaving nothing else behind
-    build_index(sample_store, index_dir, IndexSpec("hnsw"), progress=False)
+    build_index(sample_store, index_dir, IndexSpec("hnsw"), progress=False, overwrite=True)
     assert load_index(index_dir).meta["index_type"] == "hnsw"
     assert _leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
@@ -606,13 +650,36 @@ def test_encoder_mismatch(sample_index: Path, denser: ElasticDenser, tmp_path: P
 
 
 def test_dimension_mismatch(sample_index: Path, denser: ElasticDenser, tmp_path: Path) -> None:
+    # meta.json edited to a dimension the index file does not hold: caught on load
     index_dir = shutil.copytree(sample_index, tmp_path / "altered")
     meta = json.loads((index_dir / "meta.json").read_text(encoding="utf-8"))
     meta["dim"] = 768
     (index_dir / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    with pytest.raises(EncoderMismatchError, match="768") as info:
+    with pytest.raises(InputFormatError, match="768") as info:
         DenseSearcher(index_dir, denser)
     assert str(index_dir) in str(info.value)
+    # a whole index of another dimension: the encoder cannot query it
+    other = tmp_path / "other-dim"
+    build_index(_store_of_dim(tmp_path / "store-16", 16), other, IndexSpec("flat"), progress=False)
+    meta = json.loads((other / "meta.json").read_text(encoding="utf-8"))
+    meta["encoder"] = load_index(sample_index).meta["encoder"]
+    (other / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(EncoderMismatchError, match="16 dims") as info:
+        DenseSearcher(other, denser)
+    assert str(other) in str(info.value)
+
+
+def _store_of_dim(path: Path, dim: int) -> Path:
+    """A tiny store of random ``dim``-d vectors, written as encode_corpus writes one."""
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"d{i}" for i in range(5)]
+    (path / "shard-00000.ids").write_text("".join(f"{d}\n" for d in ids))
+    np.save(path / "shard-00000.npy", rng.standard_normal((5, dim)).astype(np.float32))
+    meta = {"format": "elasticir-embeddings", "dim": dim, "level": "full", "num_shards": 1,
+            "num_passages": 5, "encoder": {"model_fingerprint": "x"}}  # fmt: skip
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
 
 
 # ------------------------------------------------------------------ end to end

@@ -18,11 +18,14 @@ Accepted layouts, chosen by the path:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from elasticir.data._lines import (
     StrPath,
@@ -35,7 +38,14 @@ from elasticir.data._lines import (
 from elasticir.data.errors import InputFormatError
 from elasticir.data.records import Passage
 
-__all__ = ["count_passages", "iter_corpus", "load_passages"]
+__all__ = [
+    "CorpusDigest",
+    "chunks",
+    "count_passages",
+    "digest_corpus",
+    "iter_corpus",
+    "load_passages",
+]
 
 CORPUS_FORMATS = (
     "a corpus file ending in .jsonl, .jsonl.gz, .tsv, .tsv.gz or a JsonCollection directory"
@@ -103,6 +113,77 @@ def load_passages(path: StrPath, doc_ids: Collection[str] | None = None) -> dict
             if len(passages) == len(wanted):
                 break
     return passages
+
+
+@dataclass(frozen=True)
+class CorpusDigest:
+    """What a corpus holds, as hashes: the key of everything cached from it.
+
+    ``sha256`` covers every passage's id and encoder text (title and body) in reading order
+    (through the shard hashes, so it is defined for one ``shard_size``). It changes with any
+    edit that changes what an encoder would see, and with nothing else (moving the file,
+    re-compressing it, reformatting its JSON). ``shards`` hashes each run of ``shard_size``
+    passages alike, so a cache in shards can keep what did not change.
+    """
+
+    num_passages: int
+    sha256: str
+    shard_size: int
+    shards: tuple[str, ...]
+
+    def to_meta(self) -> dict[str, object]:
+        return {
+            "num_passages": self.num_passages,
+            "sha256": self.sha256,
+            "shard_size": self.shard_size,
+            "shards": list(self.shards),
+        }
+
+
+def passage_key(passages: Collection[Passage]) -> str:
+    """The hash of one shard's passages (see :class:`CorpusDigest`)."""
+    digest = hashlib.sha256()
+    for passage in passages:
+        _feed(digest, passage)
+    return digest.hexdigest()[:16]
+
+
+def _feed(digest: Any, passage: Passage) -> None:
+    # NUL cannot occur in an id and separates id from text unambiguously.
+    digest.update(passage.doc_id.encode("utf-8") + b"\0")
+    digest.update(passage.encoder_text().encode("utf-8", "surrogatepass") + b"\0")
+
+
+def digest_corpus(
+    path: StrPath, shard_size: int = 4096, advance: Callable[[int], None] | None = None
+) -> CorpusDigest:
+    """Read and validate the whole corpus once and return its :class:`CorpusDigest`.
+
+    This is the check that runs before any expensive work: a malformed line or a duplicate
+    id anywhere raises :class:`InputFormatError` here, before anything is encoded or written.
+    ``advance(n)`` reports progress.
+    """
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    whole = hashlib.sha256()
+    shards: list[str] = []
+    count = 0
+    for chunk in chunks(iter_corpus(path), shard_size):
+        shard = hashlib.sha256()
+        for passage in chunk:
+            _feed(shard, passage)
+        shards.append(shard.hexdigest()[:16])
+        whole.update(shard.digest())
+        count += len(chunk)
+        if advance is not None:
+            advance(len(chunk))
+    return CorpusDigest(count, whole.hexdigest(), shard_size, tuple(shards))
+
+
+def chunks(passages: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
+    """Consecutive lists of ``size`` passages (the last one shorter)."""
+    while chunk := list(islice(passages, size)):
+        yield chunk
 
 
 # --- files -------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 
 from elasticir.data._lines import StrPath, iter_lines, split_tsv_row
 from elasticir.data.errors import InputFormatError
 from elasticir.data.records import QAPair, Query
 
-__all__ = ["read_qas", "read_queries_any", "read_topics"]
+__all__ = ["read_qas", "read_queries_any", "read_topics", "require_query_texts"]
 
 _WHITESPACE = re.compile(r"\s")
 _QAS_LINE = "question<TAB>['answer', ...]"
@@ -26,7 +27,9 @@ def read_topics(path: StrPath) -> list[Query]:
     """Read a ``qid<TAB>text`` topics file, in file order.
 
     The text is everything after the first tab, kept as is (no stripping), since encoders
-    and BM25 see exactly what the benchmark ships.
+    and BM25 see exactly what the benchmark ships. A query with no text (empty or only
+    whitespace) and a file with no query are errors: a dense encoder would return arbitrary
+    passages for one, BM25 none, and either would still be counted.
     """
     queries: list[Query] = []
     seen: set[str] = set()
@@ -41,8 +44,12 @@ def read_topics(path: StrPath) -> list[Query]:
             raise InputFormatError(path, lineno, f"a qid without whitespace{hint}", got=qid)
         if qid in seen:
             raise InputFormatError(path, lineno, "unique qids", got=f"duplicate qid {qid}")
+        if not text.strip():
+            raise InputFormatError(path, lineno, f"a query text after the tab (query {qid})", line)
         seen.add(qid)
         queries.append(Query(qid, text))
+    if not queries:
+        raise InputFormatError(path, None, "at least one qid<TAB>query line", "an empty file")
     return queries
 
 
@@ -68,6 +75,8 @@ def read_qas(path: StrPath) -> list[QAPair]:
                 answers_text,
             )
         pairs.append(QAPair(str(index), question, answers))
+    if not pairs:
+        raise InputFormatError(path, None, f"at least one {_QAS_LINE} line", "an empty file")
     return pairs
 
 
@@ -99,3 +108,15 @@ def _parse_answers(text: str) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
         return None
     return tuple(value)
+
+
+def require_query_texts(queries: Sequence[Query]) -> None:
+    """Raise ``ValueError`` for queries a retriever cannot answer meaningfully: none at all,
+    or one with no text (a dense encoder would return arbitrary passages for it, BM25
+    nothing, and either would still be counted)."""
+    if not queries:
+        raise ValueError("no queries given")
+    blank = [q.query_id for q in queries if not q.text.strip()]
+    if blank:
+        shown = ", ".join(blank[:5]) + (" ..." if len(blank) > 5 else "")
+        raise ValueError(f"{len(blank)} query(ies) have no text: {shown}")

@@ -19,10 +19,10 @@ from typing import IO, Any
 
 from elasticir.data._lines import StrPath, iter_lines
 from elasticir.data.errors import InputFormatError
-from elasticir.data.files import atomic_file
+from elasticir.data.files import atomic_file, check_writable
 from elasticir.data.records import Qrels, Run
 
-__all__ = ["TrecRunWriter", "read_qrels", "read_run", "write_run"]
+__all__ = ["TrecRunWriter", "check_run_output", "read_qrels", "read_run", "write_run"]
 
 _WHITESPACE = re.compile(r"\s")
 
@@ -101,6 +101,40 @@ def _token(value: Any, what: str) -> str:
     return str(value)  # a plain str, not a numpy.str_
 
 
+def check_run_output(path: StrPath) -> None:
+    """Raise ``ValueError`` unless a TREC run may be written at ``path``.
+
+    A run replaces what is there, so only a run (or an empty file) may be: a mistyped ``-o``
+    naming a corpus, topics or a directory is refused before any work, as is a location that
+    cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give the run file's path (nothing was written)")
+    if path.is_file() and not _looks_like_run(path):
+        raise ValueError(
+            f"{path} exists and is not a TREC run; refusing to replace it with one: choose "
+            "another output path (nothing was written)"
+        )
+    check_writable(path, "run")
+
+
+def _looks_like_run(path: Path) -> bool:
+    """An empty file, or one whose first non-blank line has the six columns of a run."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    cols = raw.split()
+                    return (
+                        len(cols) == 6
+                        and _parse_int(cols[3].decode("ascii", "replace")) is not None
+                    )
+    except OSError:
+        return False
+    return True
+
+
 class TrecRunWriter:
     """Write a TREC run query by query, crash-safely.
 
@@ -130,6 +164,8 @@ class TrecRunWriter:
         if self._used:
             raise RuntimeError("a TrecRunWriter writes one file; create a new one")
         self._used = True
+        if self.path.exists() and (self.path.is_dir() or not _looks_like_run(self.path)):
+            check_run_output(self.path)  # raises, naming what is there
         with ExitStack() as stack:
             tmp = stack.enter_context(atomic_file(self.path))
             self._fh = stack.enter_context(open(tmp, "w", encoding="utf-8", newline="\n"))

@@ -39,6 +39,7 @@ from elasticir.encoders.loading import (
     EncoderSettings,
     PassageEncoderSpec,
     model_fingerprint,
+    quiet_loading,
     read_levels,
     read_passage_encoder,
     read_settings,
@@ -78,8 +79,9 @@ class ElasticDenser:
         self.model_name = str(model) if model is not None else "all-MiniLM-L6-v2"
         self.settings: EncoderSettings = read_settings(self.model_path)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            self.model = AutoModel.from_pretrained(self.model_path)
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+                self.model = AutoModel.from_pretrained(self.model_path)
         except OSError as err:
             raise MissingResourceError(
                 f"cannot load model {model!r}: not a local model directory, and not available "
@@ -238,13 +240,17 @@ class ElasticDenser:
         level: Level | str = FULL,
         batch_size: int | None = None,
         dim: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Encode queries at ``level``: returns ``(len(texts), dim)`` float32.
 
         ``dim`` picks a learned projection (``dims``); ``None`` is the model's own dimension.
+        ``progress`` is called with the number of texts finished after each batch.
         """
         projection = self.projection(dim)
-        vectors = self._encode(texts, self.query_max_length, self.check_level(level), batch_size)
+        vectors = self._encode(
+            texts, self.query_max_length, self.check_level(level), batch_size, progress
+        )
         return vectors if projection is None else projection.apply(vectors, side="query")
 
     def encode_passages(

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from elasticir.encoders.levels import FULL, Level
-from elasticir.encoders.loading import read_settings, resolve_model_path
+from elasticir.encoders.loading import quiet_loading, read_settings, resolve_model_path
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -485,8 +485,9 @@ def make_elastic(
 
     source = resolve_model_path(model_path)
     settings = read_settings(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source).eval()
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source).eval()
     _backbone(model)
     config = model.config
     menu = level_menu(config, levels)

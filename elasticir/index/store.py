@@ -1,8 +1,10 @@
 """EmbeddingStore: passage vectors cached on disk in shards, written so a kill loses nothing.
 
-Layout of a store directory::
+Layout of a store directory (see :mod:`elasticir.index.sharded` for what all shard
+directories share: content keys, locks, corrupt-shard repair)::
 
-    meta.json            encoder fingerprint, level, dim, dtype, shard size, corpus
+    meta.json            encoder fingerprint, level, dim, dtype, shard size, the corpus's
+                         path and content key (a hash per shard of passages)
     shard-00000.ids      one doc id per line, in corpus order
     shard-00000.npy      (rows, dim) float32, the same rows in the same order
     ...
@@ -14,26 +16,34 @@ therefore skips finished shards and encodes the rest: every passage lands exactl
 the vectors an uninterrupted run produces (batching inside a shard does not depend on what
 came before). ``shard=(i, n)`` makes a process encode only shards ``s % n == i``, so ``n``
 processes can share one corpus and one store.
+
+The whole corpus is read and checked before the first passage is encoded: a malformed line
+anywhere stops the run before any shard is written, and an empty corpus leaves nothing.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from itertools import islice
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from elasticir.data.corpus import count_passages, iter_corpus
-from elasticir.data.errors import InputFormatError, MissingResourceError
-from elasticir.data.files import atomic_file
-from elasticir.data.records import Passage
+from elasticir.data.corpus import CorpusDigest, chunks, digest_corpus, iter_corpus
+from elasticir.data.errors import InputFormatError
+from elasticir.data.files import atomic_file, remove_dead_leftovers
 from elasticir.encoders.levels import FULL, Level
+from elasticir.index.sharded import (
+    DirectoryLock,
+    ShardedDirectory,
+    check_unchanged,
+    load_array,
+    needs_encoding,
+    open_sharded_meta,
+)
 from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -41,9 +51,8 @@ if TYPE_CHECKING:
 
 STORE_FORMAT = "elasticir-embeddings"
 DEFAULT_SHARD_SIZE = 4096
-# A temporary file untouched this long belongs to a killed run, not to a live writer (which
-# renames its file into place within seconds); an hour also absorbs clock skew between hosts.
-STALE_TMP_SECONDS = 3600
+# meta.json fields that must agree for a rerun to add to an existing store
+_CHECKED = ("format", "side", "encoder", "level", "dim", "dtype", "shard_size")
 
 
 @dataclass(frozen=True)
@@ -52,60 +61,14 @@ class EncodeReport:
     encoded: int  # passages encoded by this call (the rest were already in finished shards)
     complete: bool  # every shard of the corpus is on disk
     seconds: float
-
-
-class ShardedDirectory:
-    """Read access to a directory of ``meta.json`` and ``shard-NNNNN.*`` files written shard
-    by shard as :func:`encode_corpus` writes them (an :class:`EmbeddingStore`, or a DiPair
-    :class:`~elasticir.rerank.token_cache.TokenCache`).
-
-    A subclass names its ``meta.json`` format and what its errors say: ``_NOT_ONE`` when
-    there is no ``meta.json``, ``_UNFINISHED`` when the corpus was not read to its end,
-    ``_INCOMPLETE`` (with ``{count}`` and ``{shown}``) when shards are missing.
-    """
-
-    _FORMAT: ClassVar[str]
-    _NOT_ONE: ClassVar[str]
-    _UNFINISHED: ClassVar[str]
-    _INCOMPLETE: ClassVar[str]
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        meta_path = self.path / "meta.json"
-        if not meta_path.is_file():
-            raise MissingResourceError(f"{self.path}: {self._NOT_ONE}")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("format") != self._FORMAT:
-            raise InputFormatError(meta_path, None, f'"format": "{self._FORMAT}"')
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    def shard_paths(self) -> list[Path]:
-        return sorted(self.path.glob("shard-*.npy"))
-
-    def missing_shards(self) -> list[int]:
-        """Shards not yet on disk; empty once the directory is complete."""
-        total = self.meta.get("num_shards")
-        if total is None:
-            raise MissingResourceError(f"{self.path}: {self._UNFINISHED}")
-        present = {int(p.stem.split("-")[1]) for p in self.shard_paths()}
-        return [s for s in range(total) if s not in present]
-
-    def _check_complete(self) -> None:
-        """Raise ``MissingResourceError`` naming the shards not on disk yet, if any."""
-        missing = self.missing_shards()
-        if missing:
-            shown = ", ".join(str(s) for s in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            message = self._INCOMPLETE.format(count=len(missing), shown=shown)
-            raise MissingResourceError(f"{self.path}: {message}")
+    notes: tuple[str, ...] = field(default=())  # shards re-encoded, and why
 
 
 class EmbeddingStore(ShardedDirectory):
     """Read access to a store directory written by :func:`encode_corpus`."""
 
     _FORMAT = STORE_FORMAT
+    NOUN, HOLDS = "store", "embeddings"
     _NOT_ONE = (
         "not an embedding store (no meta.json); create it with "
         "`elasticir encode` or `elasticir index`"
@@ -118,30 +81,56 @@ class EmbeddingStore(ShardedDirectory):
         "{count} shard(s) not encoded yet ({shown}); rerun the "
         "encoding command (every --shard i/n part) to finish the store"
     )
+    _REBUILD = "rerun `elasticir index` on the same corpus: it re-encodes this shard"
+    _REQUIRED = {"format": str, "dim": int, "level": str, "encoder": dict}
 
     @property
     def level(self) -> Level:
         return Level(self.meta["level"])
 
     def iter_shards(self) -> Iterator[tuple[list[str], np.ndarray]]:
-        """``(doc_ids, vectors)`` per shard in corpus order; vectors are ``(rows, dim)``."""
+        """``(doc_ids, vectors)`` per shard in corpus order; vectors are ``(rows, dim)``.
+
+        A shard that does not read back as written raises :class:`InputFormatError` naming
+        its file and how to re-make it.
+        """
         self._check_complete()
+        rows = 0
         for npy in self.shard_paths():
-            ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
-            vectors = np.load(npy)
-            if vectors.shape != (len(ids), self.dim):
-                raise InputFormatError(
-                    npy, None, f"{len(ids)} rows of {self.dim} dims", str(vectors.shape)
+            try:
+                ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise self._corrupt(
+                    npy.with_suffix(".ids"), "doc ids, one per line", str(err)
+                ) from None
+            try:
+                vectors = load_array(npy, mmap=False)
+            except ValueError as err:
+                raise self._corrupt(
+                    npy, f"a NumPy array of {self.dim}-d vectors", str(err)
+                ) from None
+            if vectors.shape != (len(ids), self.dim) or vectors.dtype != np.float32:
+                raise self._corrupt(
+                    npy,
+                    f"{len(ids)} rows of {self.dim} float32 dims",
+                    f"{vectors.dtype} {vectors.shape}",
                 )
+            rows += len(ids)
             yield ids, vectors
+        expected = self.meta.get("num_passages")
+        if expected is not None and rows != expected:
+            raise InputFormatError(
+                self.path / "meta.json", None, f"{expected} passages in the shards", str(rows)
+            )
 
     def load(self) -> tuple[list[str], np.ndarray]:
         """All doc ids and one ``(num_passages, dim)`` matrix."""
         ids: list[str] = []
         blocks: list[np.ndarray] = []
-        for shard_ids, vectors in self.iter_shards():
-            ids.extend(shard_ids)
-            blocks.append(vectors)
+        with DirectoryLock(self.path, reader=True):  # no writer resets shards being read
+            for shard_ids, vectors in self.iter_shards():
+                ids.extend(shard_ids)
+                blocks.append(vectors)
         matrix = np.concatenate(blocks) if blocks else np.empty((0, self.dim), np.float32)
         return ids, matrix
 
@@ -157,14 +146,21 @@ def encode_corpus(
     batch_size: int | None = None,
     progress: bool = True,
     dim: int | None = None,
+    digest: CorpusDigest | None = None,
 ) -> EncodeReport:
     """Encode every passage of ``corpus`` into the store at ``store_dir``; resumable.
 
     ``dim`` stores the vectors through the encoder's learned projection to that many
     dimensions (the store, and any index built from it, shrink by the same factor); a
-    ``level`` below full is the cheap-indexing mode, recorded in ``meta.json``.
-    Raises ``ValueError`` when the directory already holds a store made with another
-    encoder, level, dimension, shard size or corpus (use a new directory for those).
+    ``level`` below full is the cheap-indexing mode, recorded in ``meta.json``. ``digest``
+    is the corpus's :func:`~elasticir.data.corpus.digest_corpus` when the caller already has
+    it (with this ``shard_size``); otherwise the corpus is read and checked here first.
+
+    Raises ``ValueError`` when the directory already holds a store made with another encoder,
+    level, dimension or shard size (use a new directory for those), when it is not a store,
+    or when another process is writing it from a different corpus. A corpus whose content
+    changed since the store was written has its changed shards encoded again, and the
+    report's ``notes`` say so.
     """
     index, count = shard
     if not 0 <= index < count:
@@ -172,15 +168,24 @@ def encode_corpus(
     level = encoder.check_level(level)
     encoder.projection(dim)  # an unknown dimension fails before anything is written
     store_dir = Path(store_dir)
+    EmbeddingStore.check_usable(store_dir)
+    if digest is None:
+        with progress_bar(progress, None, f"checking {Path(corpus).name}") as advance:
+            digest = digest_corpus(corpus, shard_size, advance)
+    if digest.shard_size != shard_size:
+        raise ValueError(f"the digest is for shards of {digest.shard_size}, not {shard_size}")
+    if digest.num_passages == 0:
+        raise ValueError(f"{corpus}: the corpus holds no passages; nothing to encode")
     created = not store_dir.exists()
-    store_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _encode_into(
-            corpus, store_dir, encoder, level, dim, shard_size, (index, count), batch_size, progress
-        )
+        with DirectoryLock(store_dir) as lock:
+            return _encode_into(
+                corpus, store_dir, encoder, level, dim, digest, (index, count), batch_size,
+                progress, lock,
+            )  # fmt: skip
     except BaseException:
-        # A run that fails before finishing any shard (a corpus that does not parse, a level
-        # the passage side lacks) leaves no half-made store behind; finished shards are kept.
+        # A run that fails before finishing any shard (a level the passage side lacks, a
+        # refused store) leaves no half-made store behind; finished shards are kept.
         if created and not any(store_dir.glob("shard-*.npy")):
             shutil.rmtree(store_dir, ignore_errors=True)
         raise
@@ -192,35 +197,40 @@ def _encode_into(
     encoder: ElasticDenser,
     level: Level,
     dim: int | None,
-    shard_size: int,
+    digest: CorpusDigest,
     shard: tuple[int, int],
     batch_size: int | None,
     progress: bool,
+    lock: DirectoryLock,
 ) -> EncodeReport:
     index, count = shard
-    _remove_stale_leftovers(store_dir)
+    remove_dead_leftovers(store_dir)
     described = encoder.describe(dim=dim, level=level)
-    meta = {
+    meta: dict[str, Any] = {
         "format": STORE_FORMAT,
-        "version": 1,
+        "version": 2,
         "side": "passage",
         "encoder": described,
         "level": str(level),
         "dim": described["dim"],
         "dtype": "float32",
-        "shard_size": shard_size,
+        "shard_size": digest.shard_size,
         "corpus": str(Path(corpus).resolve()),
+        "content": digest.to_meta(),
+        "num_shards": len(digest.shards),
+        "num_passages": digest.num_passages,
     }
-    meta = _open_meta(store_dir, meta)
-    total = count_passages(corpus)
+    meta, notes = open_sharded_meta(store_dir, meta, _CHECKED, lock, EmbeddingStore)
+    store = EmbeddingStore(store_dir)
     start = time.perf_counter()
     encoded = 0
-    num_shards = 0
-    with progress_bar(progress, total, f"encoding {Path(corpus).name}") as advance:
-        for number, passages in enumerate(_chunks(iter_corpus(corpus), shard_size)):
-            num_shards = number + 1
-            target = store_dir / f"shard-{number:05d}.npy"
-            if number % count != index or target.exists():
+    number = -1
+    with progress_bar(progress, digest.num_passages, f"encoding {Path(corpus).name}") as advance:
+        for number, passages in enumerate(chunks(iter_corpus(corpus), digest.shard_size)):
+            check_unchanged(corpus, digest.shards, digest.shard_size, number, passages)
+            doc_ids = [p.doc_id for p in passages]
+            shapes = {".npy": (len(doc_ids), store.dim)}
+            if not needs_encoding(store, number, doc_ids, shapes, number % count == index, notes):
                 advance(len(passages))
                 continue
             vectors = encoder.encode_passages(
@@ -230,47 +240,14 @@ def _encode_into(
                 progress=advance,
                 dim=dim,
             )
-            _write_shard(target, [p.doc_id for p in passages], vectors)
+            _write_shard(store.shard_path(number), doc_ids, vectors)
             encoded += len(passages)
-    if meta.get("num_shards") != num_shards:
-        meta = {**meta, "num_shards": num_shards, "num_passages": total}
-        _write_json(store_dir / "meta.json", meta)
-    complete = not EmbeddingStore(store_dir).missing_shards()
-    return EncodeReport(total, encoded, complete, time.perf_counter() - start)
-
-
-def _remove_stale_leftovers(store_dir: Path) -> None:
-    """Delete ``.tmp-*`` files left by killed runs; they are never read, only take space.
-
-    Only old ones: another process encoding other shards of this store (``shard=(i, n)``)
-    may be writing its own temporary file right now, and deleting that would crash it.
-    """
-    cutoff = time.time() - STALE_TMP_SECONDS
-    for leftover in store_dir.glob(".tmp-*"):
-        try:
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink()
-        except FileNotFoundError:
-            pass  # renamed into place or removed by its writer meanwhile
-
-
-def _open_meta(store_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    path = store_dir / "meta.json"
-    if not path.exists():
-        _write_json(path, meta)
-        return meta
-    existing = json.loads(path.read_text(encoding="utf-8"))
-    keys = ("format", "side", "encoder", "level", "dim", "dtype", "shard_size", "corpus")
-    differ = [k for k in keys if existing.get(k) != meta.get(k)]
-    if differ:
-        details = "; ".join(
-            f"{k}: store has {existing.get(k)!r}, asked {meta.get(k)!r}" for k in differ
-        )
-        raise ValueError(
-            f"{store_dir} holds embeddings made differently ({details}); "
-            "use another directory or delete this one"
-        )
-    return existing
+    if number + 1 != len(digest.shards):
+        raise ValueError(f"{corpus} changed while it was being encoded; run the command again")
+    complete = not store.missing_shards()
+    return EncodeReport(
+        digest.num_passages, encoded, complete, time.perf_counter() - start, tuple(notes)
+    )
 
 
 def _write_shard(target: Path, doc_ids: list[str], vectors: np.ndarray) -> None:
@@ -278,13 +255,3 @@ def _write_shard(target: Path, doc_ids: list[str], vectors: np.ndarray) -> None:
         tmp.write_text("".join(f"{d}\n" for d in doc_ids), encoding="utf-8")
     with atomic_file(target) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _chunks(passages: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
-    while chunk := list(islice(passages, size)):
-        yield chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ def make_scorer(
             raise ValueError("--policy applies to the elastic ranker, not to the bi-encoder")
         return BiEncoderScorer(ElasticDenser(spec.model, precision=precision), level=level)
     if spec.kind == "elastic":
-        from elasticir.rerank.ranker import ElasticRanker, RankerScorer
+        from elasticir.rerank.ranker import ElasticRanker, RankerScorer, UntrainedExitsWarning
 
         if spec.model is None:
             raise ValueError(
@@ -43,7 +44,16 @@ def make_scorer(
                 "(train one with `elasticir train ranker`)"
             )
         level, policy = resolve_policy(level, policy, precision)
-        ranker = ElasticRanker(spec.model, batch_size=batch, precision=precision)
+        with warnings.catch_warnings():
+            # Refused just below, with what to do: the warning would only repeat it.
+            warnings.simplefilter("ignore", UntrainedExitsWarning)
+            ranker = ElasticRanker(spec.model, batch_size=batch, precision=precision)
+        if not ranker.heads_trained:
+            raise ValueError(
+                f"{spec.model}: not a trained ElasticRanker (no trained exit heads); its scores "
+                "would mean nothing. Train one with `elasticir train ranker` and pass its "
+                "directory"
+            )
         return RankerScorer(ranker, level, policy)
     if spec.kind == "dipair":
         from elasticir.rerank.dipair import DiPair, DiPairScorer

@@ -80,7 +80,7 @@ from elasticir.encoders.elastic import (
     sub_network,
 )
 from elasticir.encoders.levels import FULL, Level
-from elasticir.encoders.loading import resolve_model_path
+from elasticir.encoders.loading import quiet_loading, resolve_model_path
 from elasticir.rerank.pipeline import Reranker
 from elasticir.rerank.policies import (
     PRUNE_GAP,
@@ -622,8 +622,9 @@ class ElasticRanker:
 
         path = resolve_model_path(model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            encoder = AutoModel.from_pretrained(path)
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                encoder = AutoModel.from_pretrained(path)
         except OSError as err:
             raise MissingResourceError(
                 f"cannot load model {model!r}: not a local model directory, and not available "

@@ -16,15 +16,15 @@ passages ``[s * shard_size, (s + 1) * shard_size)`` of the corpus in reading ord
 is renamed into place only once complete (``.ids``, then ``.len``, then ``.vec``, then
 ``.npy``, so an ``.npy`` proves its shard is whole), and rerunning after a kill keeps finished
 shards and encodes the rest. ``meta.json`` is checked on every rerun: a cache made by another
-DiPair model (fingerprint), with another ``k``, ``dim``, ``vector_dim``, shard size or corpus
-is refused.
+DiPair model (fingerprint), with another ``k``, ``dim``, ``vector_dim`` or shard size is
+refused; a corpus whose content changed has its changed shards encoded again (see
+:mod:`elasticir.index.sharded`).
 
 Rows beyond a passage's length are zeros; the DiPair head masks them out.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,16 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from elasticir.data.corpus import count_passages, iter_corpus
+from elasticir.data.corpus import chunks, digest_corpus, iter_corpus
 from elasticir.data.errors import InputFormatError
-from elasticir.data.files import atomic_file
-from elasticir.index.store import (
-    EncodeReport,
+from elasticir.data.files import atomic_file, remove_dead_leftovers
+from elasticir.index.sharded import (
+    DirectoryLock,
     ShardedDirectory,
-    _chunks,
-    _remove_stale_leftovers,
-    _write_json,
+    check_unchanged,
+    load_array,
+    needs_encoding,
+    open_sharded_meta,
 )
+from elasticir.index.store import EncodeReport
 from elasticir.progress import progress_bar
 from elasticir.rerank.dipair import EncodedTexts
 
@@ -72,7 +74,6 @@ _CHECKED = (
     "vector_dim",
     "dtype",
     "shard_size",
-    "corpus",
 )
 # what a cache written before a field existed holds for it
 _DEFAULTS = {"vector_dim": 0}
@@ -107,6 +108,7 @@ class TokenCache(ShardedDirectory):
     """
 
     _FORMAT = CACHE_FORMAT
+    NOUN, HOLDS = "cache", "DiPair tokens"
     _NOT_ONE = (
         "not a DiPair token cache (no meta.json); build it with "
         "DiPair.build_cache (or `elasticir index` with a DiPair model)"
@@ -119,6 +121,9 @@ class TokenCache(ShardedDirectory):
         "{count} shard(s) not built yet ({shown}); rerun the "
         "cache build (every shard i/n part) to finish it"
     )
+    _REBUILD = "rerun the cache build on the same corpus: it encodes this shard again"
+    SHARD_SUFFIXES = (".ids", ".len", ".vec", ".npy")
+    _REQUIRED = {"format": str, "dim": int, "k": int, "model_fingerprint": str}
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
@@ -152,28 +157,25 @@ class TokenCache(ShardedDirectory):
         vectors: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
         for npy in self.shard_paths():
-            shard_ids = npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
-            array = np.load(npy, mmap_mode="r")
-            with open(npy.with_suffix(".len"), "rb") as fh:
-                shard_lengths = np.load(fh)
+            shard_ids = self._read_shard_ids(npy)
+            array = self._load(npy, f"float16 of shape ({len(shard_ids)}, {self.k}, {self.dim})")
+            shard_lengths = np.asarray(self._load(npy.with_suffix(".len"), "int32 lengths"))
             if array.shape != (len(shard_ids), self.k, self.dim) or array.dtype != np.float16:
-                raise InputFormatError(
+                raise self._corrupt(
                     npy,
-                    None,
                     f"float16 of shape ({len(shard_ids)}, {self.k}, {self.dim})",
                     f"{array.dtype} {array.shape}",
                 )
             if shard_lengths.shape != (len(shard_ids),):
-                raise InputFormatError(
-                    npy.with_suffix(".len"), None, f"{len(shard_ids)} lengths", shard_lengths.shape
+                raise self._corrupt(
+                    npy.with_suffix(".len"), f"{len(shard_ids)} lengths", str(shard_lengths.shape)
                 )
             if self.vector_dim:
-                shard_vectors = np.load(npy.with_suffix(".vec"), mmap_mode="r")
+                shard_vectors = self._load(npy.with_suffix(".vec"), "float16 sentence vectors")
                 expected = (len(shard_ids), self.vector_dim)
                 if shard_vectors.shape != expected or shard_vectors.dtype != np.float16:
-                    raise InputFormatError(
+                    raise self._corrupt(
                         npy.with_suffix(".vec"),
-                        None,
                         f"float16 of shape ({len(shard_ids)}, {self.vector_dim})",
                         f"{shard_vectors.dtype} {shard_vectors.shape}",
                     )
@@ -189,6 +191,18 @@ class TokenCache(ShardedDirectory):
         self._offsets = np.asarray(offsets, dtype=np.int64)
         self._lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int32)
         self._rows = rows
+
+    def _read_shard_ids(self, npy: Path) -> list[str]:
+        try:
+            return npy.with_suffix(".ids").read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise self._corrupt(npy.with_suffix(".ids"), "doc ids", str(err)) from None
+
+    def _load(self, path: Path, expected: str) -> np.ndarray:
+        try:
+            return load_array(path)
+        except ValueError as err:
+            raise self._corrupt(path, expected, str(err)) from None
 
     @property
     def doc_ids(self) -> list[str]:
@@ -314,8 +328,12 @@ def write_token_cache(
     if not model.get("model_fingerprint"):
         raise ValueError("a token cache needs the encoding's model_fingerprint")
     cache_dir = Path(cache_dir)
+    TokenCache.check_usable(cache_dir)
+    with progress_bar(progress, None, f"checking {Path(corpus).name}") as advance:
+        digest = digest_corpus(corpus, shard_size, advance)
+    if digest.num_passages == 0:
+        raise ValueError(f"{corpus}: the corpus holds no passages; nothing to encode")
     created = not cache_dir.exists()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": CACHE_FORMAT,
         "version": 1,
@@ -327,9 +345,13 @@ def write_token_cache(
         "dtype": DTYPE,
         "shard_size": shard_size,
         "corpus": str(Path(corpus).resolve()),
+        "content": digest.to_meta(),
+        "num_shards": len(digest.shards),
+        "num_passages": digest.num_passages,
     }
     try:
-        return _write_into(corpus, cache_dir, encode, meta, shard, progress, label)
+        with DirectoryLock(cache_dir) as lock:
+            return _write_into(corpus, cache_dir, encode, meta, shard, progress, label, lock)
     except BaseException:
         # Nothing half-made is left by a run that fails before its first shard.
         if created and not any(cache_dir.glob("shard-*.npy")):
@@ -345,21 +367,27 @@ def _write_into(
     shard: tuple[int, int],
     progress: bool,
     label: str | None,
+    lock: DirectoryLock,
 ) -> EncodeReport:
     index, count = shard
     k, dim, shard_size = meta["k"], meta["dim"], meta["shard_size"]
     vector_dim = meta["vector_dim"]
-    _remove_stale_leftovers(cache_dir)
-    meta = _open_meta(cache_dir, meta)
-    total = count_passages(corpus)
+    content = meta["content"]
+    remove_dead_leftovers(cache_dir)
+    meta, notes = open_sharded_meta(cache_dir, meta, _CHECKED, lock, TokenCache, _DEFAULTS)
+    cache = TokenCache(cache_dir)
+    total = content["num_passages"]
     start = time.perf_counter()
     encoded = 0
-    num_shards = 0
+    number = -1
     with progress_bar(progress, total, label or f"DiPair tokens {Path(corpus).name}") as advance:
-        for number, passages in enumerate(_chunks(iter_corpus(corpus), shard_size)):
-            num_shards = number + 1
-            target = cache_dir / f"shard-{number:05d}.npy"
-            if number % count != index or target.exists():
+        for number, passages in enumerate(chunks(iter_corpus(corpus), shard_size)):
+            check_unchanged(corpus, content["shards"], shard_size, number, passages)
+            doc_ids = [p.doc_id for p in passages]
+            shapes = {".npy": (len(doc_ids), k, dim), ".len": (len(doc_ids),)}
+            if vector_dim:
+                shapes[".vec"] = (len(doc_ids), vector_dim)
+            if not needs_encoding(cache, number, doc_ids, shapes, number % count == index, notes):
                 advance(len(passages))
                 continue
             tokens, lengths, vectors = encode([p.encoder_text() for p in passages], advance)
@@ -378,31 +406,12 @@ def _write_into(
             for array in (tokens, vectors):
                 if array is not None and not np.all(np.abs(array) <= np.finfo(np.float16).max):
                     raise ValueError("token vectors overflow float16 (or are not finite)")
-            _write_shard(target, [p.doc_id for p in passages], tokens, lengths, vectors)
+            _write_shard(cache.shard_path(number), doc_ids, tokens, lengths, vectors)
             encoded += len(passages)
-    if meta.get("num_shards") != num_shards:
-        meta = {**meta, "num_shards": num_shards, "num_passages": total}
-        _write_json(cache_dir / "meta.json", meta)
-    complete = not TokenCache(cache_dir).missing_shards()
-    return EncodeReport(total, encoded, complete, time.perf_counter() - start)
-
-
-def _open_meta(cache_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    path = cache_dir / "meta.json"
-    if not path.exists():
-        _write_json(path, meta)
-        return meta
-    existing = {**_DEFAULTS, **json.loads(path.read_text(encoding="utf-8"))}
-    differ = [key for key in _CHECKED if existing.get(key) != meta.get(key)]
-    if differ:
-        details = "; ".join(
-            f"{key}: cache has {existing.get(key)!r}, asked {meta.get(key)!r}" for key in differ
-        )
-        raise ValueError(
-            f"{cache_dir} holds DiPair tokens made differently ({details}); "
-            "use another directory or delete this one"
-        )
-    return existing
+    if number + 1 != len(content["shards"]):
+        raise ValueError(f"{corpus} changed while it was being encoded; run the command again")
+    complete = not cache.missing_shards()
+    return EncodeReport(total, encoded, complete, time.perf_counter() - start, tuple(notes))
 
 
 def _write_shard(

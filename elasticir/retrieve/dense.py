@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from elasticir.data.records import Query, Run
+from elasticir.data.topics import require_query_texts
 from elasticir.encoders.levels import FULL, Level
+from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -51,21 +53,40 @@ class DenseSearcher:
         k: int = 1000,
         level: Level | str = FULL,
         batch_size: int = 64,
+        progress: bool = False,
     ) -> Run:
-        """Top-``k`` passages per query; every query appears in the run."""
-        vectors = self.encoder.encode_queries(
-            [q.text for q in queries], level=level, batch_size=batch_size, dim=self.dim
-        )
+        """Top-``k`` passages per query; every query appears in the run.
+
+        Raises ``ValueError`` for ``k < 1`` and for queries without text, before encoding.
+        """
+        require_query_texts(queries)
+        _check_k(k)
+        # A bar only when there is more than one batch to wait for.
+        shown = progress and len(queries) > batch_size
+        with progress_bar(shown, len(queries), "encoding queries") as advance:
+            vectors = self.encoder.encode_queries(
+                [q.text for q in queries],
+                level=level,
+                batch_size=batch_size,
+                dim=self.dim,
+                progress=advance,
+            )
         return self.search_vectors([q.query_id for q in queries], vectors, k)
 
     def search_vectors(self, query_ids: Sequence[str], vectors: np.ndarray, k: int) -> Run:
         """Search with ``(len(query_ids), dim)`` vectors already encoded."""
+        _check_k(k)
         scores, rows = self.index.search(vectors, k)
         doc_ids = self.index.doc_ids
         run: Run = {}
         for qid, q_scores, q_rows in zip(query_ids, scores, rows):
             run[qid] = {doc_ids[r]: float(s) for s, r in zip(q_scores, q_rows) if r >= 0}
         return run
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 def check_compatible(encoder: ElasticDenser, index: LoadedIndex) -> None:

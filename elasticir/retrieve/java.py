@@ -12,6 +12,9 @@ ourselves, before any Pyserini import, with:
 * options = ``-Xmx4g`` (or ``-Xmx$ELASTICIR_JVM_HEAP``), no incubator module (Lucene then
   uses its scalar code paths: same results, slightly slower vector scoring).
 
+Once it runs, java.util.logging's root level is raised to WARNING, so Lucene's INFO lines
+("Using MemorySegmentIndexInput ...") stay off stderr.
+
 Pyserini's later attempt to configure the class path hits the running JVM and is ignored by
 Pyserini itself. Nothing here runs at import time; :func:`start_jvm` runs on first BM25 use.
 :func:`import_pyserini` is for code that needs Pyserini's Python modules; BM25 itself calls
@@ -111,6 +114,7 @@ def start_jvm() -> None:
         import jnius  # starts the JVM
 
         _check_jvm(jnius)
+        _quiet_java_logging(jnius)
         _started = True
 
 
@@ -130,6 +134,23 @@ def _check_jvm(jnius: ModuleType) -> None:
             "a JVM is already running in this process without Anserini's jar on its class path "
             f"({anserini_jar()}); start BM25 before other jnius users"
         ) from exc
+
+
+def _quiet_java_logging(jnius: ModuleType) -> None:
+    """Raise java.util.logging's root level to WARNING (unless set higher already).
+
+    Lucene logs through java.util.logging, whose default console handler writes INFO lines
+    to stderr: "INFO: Using MemorySegmentIndexInput with Java 21 ..." on the first index each
+    process opens, noise between our own progress lines. (Anserini's log4j2 configuration
+    tries to silence that one, but Lucene does not log through log4j.) Warnings and errors
+    still show. Anserini's own log4j output is already quiet: ``IndexCollection`` runs with
+    ``quiet`` and ``SimpleSearcher`` logs nothing at INFO (checked with Anserini 1.7.1).
+    """
+    level = jnius.autoclass("java.util.logging.Level")
+    root = jnius.autoclass("java.util.logging.Logger").getLogger("")
+    current = root.getLevel()
+    if current is None or current.intValue() < level.WARNING.intValue():
+        root.setLevel(level.WARNING)
 
 
 def import_pyserini(module: str = "pyserini") -> ModuleType:

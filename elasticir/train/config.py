@@ -13,9 +13,42 @@ from typing import Any, ClassVar, TypeVar
 
 from elasticir.data.errors import InputFormatError
 
-__all__ = ["DEFAULT_MODEL_NAME", "TrainConfigFile", "check_int", "check_levels", "check_names"]
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "TrainConfigFile",
+    "check_int",
+    "check_levels",
+    "check_names",
+    "check_training_output",
+]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+# What a training run puts in its output directory before it finishes (and after).
+_RUN_MARKS = ("elasticir.json", "checkpoint", "cache", "training-log.jsonl")
+
+
+def check_training_output(output: Path) -> None:
+    """Refuse an output that a training run must not write into: a file, or a directory
+    holding something other than a run's own files (a model it did not write, a project).
+
+    Allowed: nothing there, an empty directory, or the output of a training run (finished
+    or not), which the run resumes or returns at once.
+    """
+    output = Path(output)
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ValueError(f"{output} is a file; a trained model is a directory: choose another")
+    names = {p.name for p in output.iterdir()}
+    if not names or names & set(_RUN_MARKS):
+        return
+    raise ValueError(
+        f"{output} exists and is not a training run's directory (it holds "
+        f"{', '.join(sorted(names)[:3])}{' ...' if len(names) > 3 else ''}); refusing to "
+        "write a model into it: choose another output directory (nothing was written)"
+    )
+
+
 _Config = TypeVar("_Config", bound="TrainConfigFile")
 
 

@@ -63,9 +63,15 @@ from elasticir.encoders.elastic import (
     reorder_,
 )
 from elasticir.encoders.levels import FULL, Level
-from elasticir.encoders.loading import EncoderSettings
+from elasticir.encoders.loading import EncoderSettings, quiet_loading
 from elasticir.progress import progress_bar
-from elasticir.train.config import TrainConfigFile, check_int, check_levels, check_names
+from elasticir.train.config import (
+    TrainConfigFile,
+    check_int,
+    check_levels,
+    check_names,
+    check_training_output,
+)
 
 if TYPE_CHECKING:
     from elasticir.encoders.denser import ElasticDenser
@@ -562,7 +568,8 @@ def initial_student(
     """
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(distillation.base_path)
+    with quiet_loading():
+        model = AutoModel.from_pretrained(distillation.base_path)
     model.to(distillation.device).eval()
     rng = np.random.default_rng([config.seed, 3])
     picked = rng.permutation(len(distillation.queries))[: config.importance_queries]
@@ -837,6 +844,7 @@ def _seed_everything(seed: int) -> None:
 
 def _check_output(config: DenserTrainConfig) -> None:
     output = config.output
+    check_training_output(output)
     if config.base_model is not None and Path(config.base_model).exists():
         if Path(config.base_model).resolve() == output.resolve():
             raise ValueError("the output directory is the base model's: choose another one")

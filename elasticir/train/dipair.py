@@ -78,7 +78,7 @@ from elasticir.train.anchor import (
     check_anchor_fields,
     drop_unused_anchor_fields,
 )
-from elasticir.train.config import TrainConfigFile, check_int, check_names
+from elasticir.train.config import TrainConfigFile, check_int, check_names, check_training_output
 from elasticir.train.data import (
     LabelledSentence,
     is_number,
@@ -1074,6 +1074,7 @@ def train_dipair(
     kill would).
     """
     output = config.output
+    check_training_output(output)
     if (output / "config.json").is_file() and not (output / "elasticir.json").is_file():
         raise ValueError(f"{output} holds a model this command did not write; choose another")
     with _threads(config.threads):

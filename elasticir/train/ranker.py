@@ -104,7 +104,7 @@ from elasticir.encoders.elastic import (
     reorder_,
 )
 from elasticir.encoders.levels import Level
-from elasticir.encoders.loading import resolve_model_path
+from elasticir.encoders.loading import quiet_loading, resolve_model_path
 from elasticir.rerank.ranker import (
     DEFAULT_GATE_INIT,
     HEADS,
@@ -722,8 +722,9 @@ def initial_net(
     from transformers import AutoModel, AutoTokenizer
 
     source = resolve_model_path(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    encoder = AutoModel.from_pretrained(source)
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = AutoModel.from_pretrained(source)
     net = RankerNet(encoder, head=config.head, gate_init=config.gate_init).to(device).eval()
     rng = np.random.default_rng([config.seed, 3])
     picked = rng.permutation(len(groups.train))[: config.importance_pairs]
