@@ -268,14 +268,18 @@ def test_rerank_refuses_depth_zero_and_an_untrained_ranker(
 def test_a_writer_with_another_corpus_is_refused_while_one_writes(
     corpus: Path, tmp_path: Path, denser
 ) -> None:
+    """The corpus at the same path now holds other passages, and another process is inside
+    the store: the second writer must be refused, not add its passages to the first's."""
     store = tmp_path / "store"
     encode_corpus(corpus, store, denser, shard_size=16, progress=False)
-    other = tmp_path / "other.jsonl"
-    other.write_text("".join(corpus.read_text().splitlines(keepends=True)[:10]))
     before = snapshot(store)
+    original = corpus.read_text()
+    lines = original.splitlines()
+    corpus.write_text("\n".join(lines[:10] + lines[30:]) + "\n")  # 20 passages removed
     with DirectoryLock(store):  # another process (or thread) is writing or reading it
         with pytest.raises(DirectoryBusyError, match="another process from a different corpus"):
-            encode_corpus(other, store, denser, shard_size=16, progress=False)
+            encode_corpus(corpus, store, denser, shard_size=16, progress=False)
+        corpus.write_text(original)
         # the same corpus may join it (that is how --shard i/n processes share a store)
         assert encode_corpus(corpus, store, denser, shard_size=16, progress=False).complete
     assert snapshot(store) == before
