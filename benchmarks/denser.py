@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -39,18 +40,26 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import DL_MEASURES, NQ_MEASURES, WORK, encode, log, machine, report_path  # noqa: E402
-
+from elasticir.bench import (  # noqa: E402
+    DL_MEASURES,
+    NQ_MEASURES,
+    WORK,
+    encode,
+    log,
+    machine,
+    paired_bootstrap,
+    report_path,
+)
+from elasticir.compute.levels import Level  # noqa: E402
 from elasticir.data import get_dataset, load_passages, read_qrels  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
-from elasticir.encoders.elastic import make_elastic  # noqa: E402
-from elasticir.encoders.levels import Level  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore, encode_corpus  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
+from elasticir.models.elastic import make_elastic  # noqa: E402
 
 DIMS = (384, 256, 128, 64)
 STATIC = {"L6-W50": "models/minilm-static-L6W50", "L2-W50": "models/minilm-static-L2W50"}
@@ -366,20 +375,6 @@ def targets(report: dict) -> dict:
         "all levels" if not worse else "worse at " + ", ".join(worse), not worse
     )
     return out
-
-
-def paired_bootstrap(
-    before: dict[str, float], after: dict[str, float], resamples: int = 10000, seed: int = 0
-) -> tuple[float, float]:
-    """95% interval of the mean per-query difference ``after - before`` (nDCG@10 points),
-    queries resampled with replacement (seeded): how far 43 queries pin a gap down."""
-    if set(before) != set(after) or not before:
-        raise ValueError("per-query scores of different (or no) queries")
-    qids = sorted(before)
-    diff = 100 * np.array([after[q] - before[q] for q in qids])
-    picks = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
-    low, high = np.percentile(diff[picks].mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
 
 
 def _interval(full: dict, other: dict) -> str:

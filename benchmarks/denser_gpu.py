@@ -64,7 +64,7 @@ TOKENIZER_FILES = (
 
 
 def base_model_dir() -> Path:
-    from elasticir.encoders.loading import resolve_model_path
+    from elasticir.models.loading import resolve_model_path
 
     return Path(resolve_model_path(None))
 
@@ -120,18 +120,18 @@ def _sync() -> None:
 def _probe(config) -> float:  # type: ignore[no-untyped-def]
     """Median seconds of one training step of ``config`` (weights thrown away)."""
     from elasticir.train.denser import (
-        _optimizer,
-        _plan,
+        denser_optimizer,
         initial_student,
         level_menu,
+        level_plan,
         prepare_distillation,
     )
 
     distillation = prepare_distillation(config, progress=False)
     model, _ = initial_student(config, distillation)
     model.train(False)
-    optimizer = _optimizer(model, config)
-    plan = _plan(config, level_menu(model.config, config.levels))
+    optimizer = denser_optimizer(model, config)
+    plan = level_plan(config, level_menu(model.config, config.levels))
     times = []
     for step in range(1, 26):
         _sync()
@@ -278,7 +278,7 @@ def run(
 
 
 def unpack(source: Path, models: Path) -> None:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
     base = base_model_dir()
     reference = load_file(str(base / "model.safetensors"))
@@ -341,8 +341,7 @@ def compare(runs: list[tuple[str, Path]], pairs: list[tuple[str, str]], out: Pat
     """One table of ``benchmarks/denser.py`` reports (DL19 nDCG@10 and NQ top-1 per level and
     of the static L6-W50 model, with each model's training record), and paired-bootstrap
     intervals of the DL19 differences at L6-W50 between the named ``pairs``."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from denser import paired_bootstrap
+    from elasticir.bench import paired_bootstrap
 
     reports = {label: json.loads(path.read_text(encoding="utf-8")) for label, path in runs}
 

@@ -40,22 +40,28 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import encode, log, machine, report_path  # noqa: E402
-from rerank import _dense, _passages, _trained_query_ids  # noqa: E402
-
+from elasticir.bench import (  # noqa: E402
+    dense_search,
+    encode,
+    load_corpora,
+    log,
+    machine,
+    report_path,
+    trained_query_ids,
+)
 from elasticir.data import get_dataset  # noqa: E402
 from elasticir.data.topics import read_queries_any  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
     MEASURES,
     calibrate_records,
@@ -101,11 +107,11 @@ def main() -> None:
     base = ElasticDenser()
     ranker = ElasticRanker(args.ranker)
     store = EmbeddingStore(encode(base, dl.corpus, "dl19")).load()
-    passages = _passages([dl.corpus])
+    passages = load_corpora([dl.corpus])
     topics = read_queries_any(get_dataset("msmarco-dev-subset").queries)
     # the queries the ranker was trained on (its anchor groups') and the same draw as
     # benchmarks/rerank.py's calibration sample are both left out
-    trained = _trained_query_ids(ranker)
+    trained = trained_query_ids(ranker)
     topics = [q for q in topics if q.query_id not in trained]
     calibration = {q.query_id for q in random.Random(13).sample(topics, args.calibration_queries)}
     pool = [q for q in topics if q.query_id not in calibration]
@@ -192,7 +198,7 @@ def main() -> None:
 def _candidates(base, store, passages, queries, depth: int) -> tuple[list, np.ndarray]:
     """Each query's dense top ``depth`` (in first-stage order: a candidate's position is its
     first-stage rank) and the first-stage scores of all candidates, in the same order."""
-    run = _dense(base, store, queries, depth)
+    run = dense_search(base, store, queries, depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
     data = calibration_queries(run, {q.query_id: q.text for q in queries}, texts, depth=depth)
     ranked = [sorted(run[q.query_id].values(), reverse=True)[:depth] for q in queries]

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,20 +27,25 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from elasticir.bench import (  # noqa: E402
+    DL_MEASURES,
+    NQ_MEASURES,
+    WORK,
+    encode,
+    log,
+    machine,
+    report_path,
+)
 from elasticir.data import get_dataset, iter_corpus, load_passages, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.faiss_index import IndexSpec, build_index, load_index  # noqa: E402
-from elasticir.index.store import EmbeddingStore, encode_corpus  # noqa: E402
+from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.retrieve.bm25 import BM25Searcher, build_bm25_index  # noqa: E402
 from elasticir.retrieve.dense import DenseSearcher  # noqa: E402
 from elasticir.retrieve.fusion import interpolate, reciprocal_rank_fusion  # noqa: E402
-
-DL_MEASURES = ("nDCG@10", "RR(rel=2)@10", "R(rel=2)@100")
-NQ_MEASURES = ("RR@10",)
-WORK = Path("indexes/bench")
 
 
 def main() -> None:
@@ -182,12 +185,6 @@ def timed(fn):
 
 
 # -- indexes ---------------------------------------------------------------------------------
-def encode(encoder: ElasticDenser, corpus: Path, name: str) -> Path:
-    store = WORK / f"{name}.embeddings"
-    encode_corpus(corpus, store, encoder)
-    return store
-
-
 def index_table(encoder: ElasticDenser, store: Path, dl, nq) -> dict:
     queries = read_topics(dl.queries) + read_topics(nq.queries)[:457]  # 500 queries in all
     vectors = encoder.encode_queries([q.text for q in queries])
@@ -312,18 +309,6 @@ def nq_quality(ours, peer, nq, dl, stores, peer_vectors, distractors: bool) -> d
 
 
 # -- report ----------------------------------------------------------------------------------
-def machine() -> dict:
-    import torch
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-    }
-
-
 def render(report: dict) -> str:
     s = report["speed"]
     lines = [
@@ -331,7 +316,8 @@ def render(report: dict) -> str:
         "",
         f"Produced by `python benchmarks/foundation.py` on {report['started']} "
         f"({report['machine']['cores']} cores, torch {report['machine']['torch']}, "
-        f"{report['machine']['threads']} threads). Peer: sentence-transformers with the same "
+        f"{report['machine']['threads']} threads{_cpu(report['machine'])}). Peer: "
+        "sentence-transformers with the same "
         "all-MiniLM-L6-v2 weights, measured in the same run.",
         "",
         "## Passage encoding throughput (interleaved rounds, medians)",
@@ -383,8 +369,31 @@ def render(report: dict) -> str:
         ]
         for name, row in table.items():
             lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4f}" for m in measures) + " |")
-    lines += ["", *NOTES]
+    lines += ["", *NOTES[:5], _bf16_note(report), *NOTES[5:]]
     return "\n".join(lines) + "\n"
+
+
+def _cpu(machine: dict) -> str:
+    """``; CPU <model>, flags <relevant flags>`` where the report records them (reports
+    measured before the CPU was recorded render as they did)."""
+    if "cpu_model" not in machine:
+        return ""
+    return f"; CPU {machine['cpu_model']}, flags: {', '.join(machine['flags']) or 'none'}"
+
+
+def _bf16_note(report: dict) -> str:
+    """The bf16 line, derived from what the run measured and the CPU it recorded."""
+    ratio = report["speed"]["ratio_bf16_vs_peer_fp32"]
+    flags = report["machine"].get("flags")
+    native = [f for f in flags or () if "bf16" in f or f.startswith("amx")]
+    if flags is None:
+        cpu = "the CPU's flags were not recorded by this run"
+    elif native:
+        cpu = f"this CPU has native bf16 ({', '.join(native)})"
+    else:
+        cpu = "this CPU has no native bf16 flag, so autocast only adds conversions"
+    speed = "slower than" if ratio < 1 else "faster than"
+    return f"- bf16 autocast ran {speed} the fp32 peer here ({ratio:.2f}x); {cpu}."
 
 
 NOTES = [
@@ -395,8 +404,6 @@ NOTES = [
     "- The throughput gain is batching, not arithmetic: texts are tokenized once and sorted "
     "by token length, so a batch pads only to its own longest text; the peer sorts by "
     "character length. Same fp32 kernels, same vectors (cosine 1.000000).",
-    "- bf16 autocast is slower here: this CPU (AMD EPYC, AVX2) has no native bf16, so "
-    "autocast only adds conversions. It is an option for CPUs with AVX512-BF16/AMX.",
     "- BM25 over the pooled 20k-passage DL19 corpus (0.453) is below the full-collection "
     "run (0.506, shipped): pooling makes the query terms common and lowers their IDF.",
     "- On nq-open alone every passage is a gold passage, so top-20 saturates; top-1 and "
@@ -406,19 +413,6 @@ NOTES = [
     "- Timings are from a shared 2-core machine: read ratios measured in the same run, "
     "not absolute times.",
 ]
-
-
-def report_path(out: Path, suffix: str) -> Path:
-    """``out`` with the report's ``suffix`` (``.json`` / ``.md``) appended: a dot inside the
-    name (``results/rerank-cv-wise0.5``) is kept, where ``with_suffix`` would replace it; an
-    ``out`` already ending in ``.json`` or ``.md`` has that ending swapped instead."""
-    if out.suffix in (".json", ".md"):
-        return out.with_suffix(suffix)
-    return out.with_name(out.name + suffix)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

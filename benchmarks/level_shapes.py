@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
@@ -31,12 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import log, machine, report_path  # noqa: E402
-
-from elasticir.encoders.elastic import flops_ratio  # noqa: E402
-from elasticir.encoders.levels import Level  # noqa: E402
+from elasticir.bench import log, machine, report_path  # noqa: E402
+from elasticir.compute.levels import Level  # noqa: E402
+from elasticir.models.elastic import flops_ratio  # noqa: E402
 from elasticir.train.denser import (  # noqa: E402
     DenserTrainConfig,
     initial_student,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -25,14 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import machine, report_path  # noqa: E402
-from rerank import _cut, _passages, interleaved_rates, median_rates  # noqa: E402
-
+from elasticir.bench import (  # noqa: E402
+    cut_run,
+    interleaved_rates,
+    load_corpora,
+    machine,
+    median_rates,
+    report_path,
+)
 from elasticir.data import get_dataset, read_run  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
-from elasticir.encoders.elastic import layer_step, sub_network  # noqa: E402
+from elasticir.models.elastic import layer_step, sub_network  # noqa: E402
 from elasticir.rerank.ranker import (  # noqa: E402
     ElasticRanker,
     PairMasks,
@@ -98,8 +104,8 @@ def main() -> None:
 
     dl = get_dataset("msmarco-dl19")
     texts = {q.query_id: q.text for q in read_topics(dl.queries)}
-    first = _cut(read_run(dl.runs["bm25"]), 100, set(texts))
-    passages = _passages([dl.corpus])
+    first = cut_run(read_run(dl.runs["bm25"]), 100, set(texts))
+    passages = load_corpora([dl.corpus])
     chosen = sorted(first)[: args.queries]
     work = [(texts[q], [passages[d] for d in first[q]]) for q in chosen]
     rankers = {p: ElasticRanker(args.ranker, precision=p) for p in ("fp32", "bf16")}

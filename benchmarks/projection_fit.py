@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
@@ -37,10 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import log, machine, report_path  # noqa: E402
-
+from elasticir.bench import log, machine, report_path  # noqa: E402
 from elasticir.data.datasets import data_root  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
 from elasticir.train.projection import (  # noqa: E402
@@ -203,7 +202,7 @@ def _put(report: dict, name: str, row: dict) -> None:
 
 def shipped_projections(distillation) -> dict:
     """The projections shipped for the teacher's space: ``{dim: Projection}``."""
-    from elasticir.encoders.projection import read_projections, shipped_projections_path
+    from elasticir.models.projection import read_projections, shipped_projections_path
 
     return read_projections(shipped_projections_path(distillation.teacher_fingerprint))
 

@@ -33,32 +33,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import WORK, encode, log, machine, report_path  # noqa: E402
-from rerank import (  # noqa: E402
-    _concat,
-    _cut,
-    _dense,
-    _passages,
-    _trained_query_ids,
+from elasticir.bench import (  # noqa: E402
+    WORK,
+    concat_stores,
+    cut_run,
+    dense_search,
+    encode,
     interleaved_rates,
+    load_corpora,
+    log,
+    machine,
     median_rates,
+    report_path,
+    trained_query_ids,
 )
-
 from elasticir.data import get_dataset, read_qas, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_queries_any, read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
     FAMILIES,
     PolicyFamily,
@@ -105,9 +108,9 @@ def main() -> None:
             "min_seconds": args.speed_min_seconds,
         },
     }
-    passages = {"dl19": _passages([dl.corpus]), "nq+dl19": _passages([nq.corpus, dl.corpus])}
+    passages = {"dl19": load_corpora([dl.corpus]), "nq+dl19": load_corpora([nq.corpus, dl.corpus])}
     dl_vectors = EmbeddingStore(encode(base, dl.corpus, "dl19")).load()
-    nq_vectors = _concat(EmbeddingStore(encode(base, nq.corpus, "nq")).load(), dl_vectors)
+    nq_vectors = concat_stores(EmbeddingStore(encode(base, nq.corpus, "nq")).load(), dl_vectors)
     dl_queries = read_topics(dl.queries)[: args.limit]
     nq_queries = read_topics(nq.queries)[: args.nq_queries]
     evaluated = {q.query_id for q in dl_queries}
@@ -117,7 +120,7 @@ def main() -> None:
     nq_texts = passage_texts(passages["nq+dl19"].values())
 
     dev = read_queries_any(get_dataset("msmarco-dev-subset").queries)
-    trained = _trained_query_ids(ranker)
+    trained = trained_query_ids(ranker)
     dev = [q for q in dev if q.query_id not in trained]
     sample = random.Random(13).sample(dev, min(args.calibration_queries, len(dev)))
     nq_dev_set = get_dataset("dpr-nq-dev")
@@ -131,23 +134,23 @@ def main() -> None:
         "DL19, dense top-100": (
             "dl19",
             sample,
-            _dense(base, dl_vectors, sample, args.depth),
+            dense_search(base, dl_vectors, sample, args.depth),
             dl_queries,
-            _dense(base, dl_vectors, dl_queries, args.depth),
+            dense_search(base, dl_vectors, dl_queries, args.depth),
         ),
         "DL19, BM25 top-100": (
             "dl19",
             sample,
             bm25.search(sample, k=args.depth),
             dl_queries,
-            _cut(read_run(dl.runs["bm25"]), args.depth, evaluated),
+            cut_run(read_run(dl.runs["bm25"]), args.depth, evaluated),
         ),
         "NQ with the DL19 distractors, dense top-100": (
             "nq+dl19",
             nq_sample,
-            _dense(base, nq_vectors, nq_sample, args.depth),
+            dense_search(base, nq_vectors, nq_sample, args.depth),
             nq_queries,
-            _dense(base, nq_vectors, nq_queries, args.depth),
+            dense_search(base, nq_vectors, nq_queries, args.depth),
         ),
     }
     bm25.close()

@@ -26,34 +26,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import DL_MEASURES, WORK, encode, log, machine, report_path  # noqa: E402
-
-from elasticir.data import get_dataset, load_passages, read_qrels, read_run  # noqa: E402
-from elasticir.data.records import Query  # noqa: E402
+from elasticir.bench import (  # noqa: E402
+    DL_MEASURES,
+    WORK,
+    concat_stores,
+    consistency_risk,
+    cut_run,
+    dense_search,
+    encode,
+    interleaved_rates,
+    load_corpora,
+    log,
+    machine,
+    median_rates,
+    report_path,
+    trained_query_ids,
+)
+from elasticir.compute.levels import FULL, Level  # noqa: E402
+from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
-from elasticir.encoders.levels import FULL, Level  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.rerank.dipair import DiPair, DiPairScorer  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.policies import (  # noqa: E402
     FixedLevel,
     calibrate_families,
     calibration_queries,
-    consistency_grades,
-    ndcg_at_k,
     simulate,
 )
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
@@ -133,7 +143,7 @@ def main() -> None:
         "queries": {"dl19": len(dl_queries), "nq+dl19": len(nq_queries)},
         "calibration_queries": None if args.no_policies else args.calibration_queries,
         "levels": [str(lv) for lv in levels],
-        "calibration_excluded": len(_trained_query_ids(ranker)),
+        "calibration_excluded": len(trained_query_ids(ranker)),
         "delta": args.delta,
         "epsilon": args.epsilon,
         "depth": args.depth,
@@ -144,22 +154,22 @@ def main() -> None:
         },
     }
     corpora = {"dl19": [dl.corpus], "nq+dl19": [nq.corpus, dl.corpus]}
-    passages = {name: _passages(paths) for name, paths in corpora.items()}
+    passages = {name: load_corpora(paths) for name, paths in corpora.items()}
     vectors = {
         "dl19": EmbeddingStore(stores["dl19"]).load(),
-        "nq+dl19": _concat(
+        "nq+dl19": concat_stores(
             EmbeddingStore(stores["nq"]).load(), EmbeddingStore(stores["dl19"]).load()
         ),
     }
     firsts = {
         "dl19 BM25 top-100 (shipped run)": (
             "dl19",
-            _cut(read_run(dl.runs["bm25"]), args.depth, {q.query_id for q in dl_queries}),
+            cut_run(read_run(dl.runs["bm25"]), args.depth, {q.query_id for q in dl_queries}),
         ),
-        "dl19 dense top-100": ("dl19", _dense(base, vectors["dl19"], dl_queries, args.depth)),
+        "dl19 dense top-100": ("dl19", dense_search(base, vectors["dl19"], dl_queries, args.depth)),
         "nq+dl19 dense top-100": (
             "nq+dl19",
-            _dense(base, vectors["nq+dl19"], nq_queries, args.depth),
+            dense_search(base, vectors["nq+dl19"], nq_queries, args.depth),
         ),
     }
 
@@ -217,7 +227,7 @@ def main() -> None:
                 )
                 table[label]["speedup"] = speedups[label]
             if label.startswith("ElasticRanker"):
-                table[label]["risk_vs_full"] = _consistency(run, full)
+                table[label]["risk_vs_full"] = consistency_risk(run, full)
         tables[name] = table
     report["quality"] = tables
 
@@ -233,64 +243,24 @@ def main() -> None:
     print(render(report))
 
 
-def _passages(paths: list[Path]) -> dict:
-    out = {}
-    for path in paths:
-        out.update(load_passages(path))
-    return out
-
-
-def _concat(a, b):
-    return a[0] + b[0], np.concatenate([a[1], b[1]])
-
-
-def _cut(run: dict, depth: int, queries: set[str]) -> dict:
-    """Each query's top ``depth``, for the evaluated ``queries`` only."""
-    return {
-        q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth])
-        for q, d in run.items()
-        if q in queries
-    }
-
-
-def _dense(encoder: ElasticDenser, store, queries: list[Query], depth: int) -> dict:
-    import faiss
-
-    ids, vectors = store
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    scores, rows = index.search(encoder.encode_queries([q.text for q in queries]), depth)
-    return {
-        q.query_id: {ids[r]: float(s) for s, r in zip(ss, rr) if r >= 0}
-        for q, ss, rr in zip(queries, scores, rows)
-    }
-
-
 def _calibrate(ranker, base, store, passages, topics_name, args) -> dict:
     """One calibration per policy family, on ``topics_name`` queries over the same corpus."""
     from elasticir.data.topics import read_queries_any
 
     dataset = get_dataset(topics_name)
     topics = read_queries_any(dataset.queries or dataset.qas)
-    trained = _trained_query_ids(ranker)
+    trained = trained_query_ids(ranker)
     if topics_name == "msmarco-dev-subset" and trained:  # the anchor groups' queries
         log(f"calibration: {len(trained)} queries the ranker was trained on are left out")
         topics = [q for q in topics if q.query_id not in trained]
     sample = random.Random(13).sample(topics, min(args.calibration_queries, len(topics)))
-    run = _dense(base, store, sample, args.depth)
+    run = dense_search(base, store, sample, args.depth)
     texts = {d: passages[d].encoder_text() for docs in run.values() for d in docs}
     data = calibration_queries(run, {q.query_id: q.text for q in sample}, texts, depth=args.depth)
     families = [f for f in FAMILIES if f != "classifier" or ranker.has_classifier]
     if len(families) < len(FAMILIES):
         log("calibration: the ranker has no exit classifier; that family is left out")
     return calibrate_families(ranker, data, families, args.delta, args.epsilon, progress=True)
-
-
-def _trained_query_ids(ranker) -> set[str]:
-    """The MS MARCO dev query ids among the ranker's training data (its anchor groups')."""
-    training = ranker.manifest.get("training") or {}
-    anchor = (training.get("data") or {}).get("anchor") or {}
-    return set(anchor.get("query_ids", ()))
 
 
 def _ranker_runs(ranker, levels, first, queries, passages, calibrations, speedups) -> dict:
@@ -360,18 +330,6 @@ def _scorers(ranker, levels, base, dipair, calibrations, corpus) -> dict:
     return scorers
 
 
-def _consistency(run: dict, full: dict, k: int = 10) -> float:
-    """Mean over queries of 1 - nDCG@k of ``run``'s order against the full ranker's top k
-    (graded k..1): the loss that calibration bounds by delta, measured on reported queries."""
-    losses = []
-    for qid, reference in full.items():
-        docs = list(reference)
-        ref = np.array([reference[d] for d in docs])
-        mine = np.array([run.get(qid, {}).get(d, -np.inf) for d in docs])
-        losses.append(1.0 - ndcg_at_k(mine, consistency_grades(ref, k), k))
-    return round(float(np.mean(losses)), 4)
-
-
 def _drop(run: dict, full: dict, qrels: dict) -> float:
     a = evaluate(full, qrels, ("nDCG@10",))["nDCG@10"]
     b = evaluate(run, qrels, ("nDCG@10",))["nDCG@10"]
@@ -391,40 +349,6 @@ def _speed(ranker, levels, base, dipair, calibrations, firsts, passages, args) -
     scorers = _scorers(ranker, levels, base, dipair, calibrations, "dl19")
     rates = interleaved_rates(scorers, work, args.speed_rounds, args.speed_min_seconds)
     return median_rates(rates, lambda label: "ElasticRanker full", "speedup_vs_full")
-
-
-def median_rates(rates: dict[str, list[float]], baseline, key: str) -> dict:
-    """Per scorer: its median pairs/s over rounds and, under ``key``, the median over rounds
-    of its rate over ``baseline(label)``'s in the same round."""
-    return {
-        label: {
-            "pairs_per_s": round(statistics.median(r), 1),
-            key: round(statistics.median([x / b for b, x in zip(rates[baseline(label)], r)]), 2),
-        }
-        for label, r in rates.items()
-    }
-
-
-def interleaved_rates(
-    scorers: dict, work: list, rounds: int, min_seconds: float
-) -> dict[str, list[float]]:
-    """pairs/s of each scorer in each of ``rounds`` rounds over ``work`` (``(query text,
-    passages)`` items): in a round every scorer, in a seeded shuffled order, repeats its passes
-    over all of ``work`` until ``min_seconds`` have gone."""
-    pairs = sum(len(docs) for _, docs in work)
-    rates: dict[str, list[float]] = {label: [] for label in scorers}
-    for round_ in range(rounds):
-        for label in random.Random(round_).sample(list(scorers), len(scorers)):
-            done, start = 0, time.perf_counter()
-            while True:
-                for text, docs in work:
-                    scorers[label].score(text, docs)
-                done += pairs
-                elapsed = time.perf_counter() - start
-                if elapsed >= min_seconds:
-                    break
-            rates[label].append(done / elapsed)
-    return rates
 
 
 def _speed_setup(speed: dict | None) -> str:

@@ -29,23 +29,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from denser import paired_bootstrap  # noqa: E402
-from foundation import DL_MEASURES, encode, log, machine, report_path  # noqa: E402
-from rerank import _concat, _cut, _dense, _passages  # noqa: E402
-
+from elasticir.bench import (  # noqa: E402
+    DL_MEASURES,
+    concat_stores,
+    cut_run,
+    dense_search,
+    encode,
+    load_corpora,
+    log,
+    machine,
+    paired_bootstrap,
+    report_path,
+)
+from elasticir.compute.levels import FULL, Level  # noqa: E402
 from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
-from elasticir.encoders.levels import FULL, Level  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer, read_manifest  # noqa: E402
 from elasticir.retrieve.fusion import interpolate  # noqa: E402
@@ -131,11 +139,11 @@ def main() -> None:
     log("first stages")
     base = ElasticDenser()
     vectors = EmbeddingStore(encode(base, dl.corpus, "dl19")).load()
-    passages = _passages([dl.corpus])
+    passages = load_corpora([dl.corpus])
     ids = set(evaluated)
     firsts = {
-        "BM25 top-100 (shipped run)": _cut(read_run(dl.runs["bm25"]), args.depth, ids),
-        "dense top-100": _dense(base, vectors, queries, args.depth),
+        "BM25 top-100 (shipped run)": cut_run(read_run(dl.runs["bm25"]), args.depth, ids),
+        "dense top-100": dense_search(base, vectors, queries, args.depth),
     }
     reference = ElasticRanker(args.reference) if args.reference else None
     models = {path: ElasticRanker(path) for path in [*folds, *baseline]}
@@ -218,9 +226,9 @@ def _nq(args, base: ElasticDenser, dl_vectors, folds: dict, baseline: dict, mode
     nq, dl = get_dataset("nq-open"), get_dataset("msmarco-dl19")
     questions = read_topics(nq.queries)[: args.nq]
     log(f"NQ: {len(questions)} questions, dense top-{args.depth} over nq-open + DL19")
-    vectors = _concat(EmbeddingStore(encode(base, nq.corpus, "nq")).load(), dl_vectors)
-    passages = _passages([nq.corpus, dl.corpus])
-    first = _dense(base, vectors, questions, args.depth)
+    vectors = concat_stores(EmbeddingStore(encode(base, nq.corpus, "nq")).load(), dl_vectors)
+    passages = load_corpora([nq.corpus, dl.corpus])
+    first = dense_search(base, vectors, questions, args.depth)
     runs = {"first stage": first}
     runs["bi-encoder scores"] = _rerank(first, questions, passages, BiEncoderScorer(base))
     for label, paths in (

@@ -23,29 +23,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from local files, never the hub
 
-from foundation import DL_MEASURES, encode, log, machine, report_path  # noqa: E402
-from rerank import (  # noqa: E402
-    _consistency,
-    _cut,
-    _dense,
-    _passages,
+from elasticir.bench import (  # noqa: E402
+    DL_MEASURES,
+    consistency_risk,
+    cut_run,
+    dense_search,
+    encode,
     interleaved_rates,
+    load_corpora,
+    log,
+    machine,
     median_rates,
+    report_path,
 )
-
 from elasticir.data import get_dataset, read_qrels, read_run  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
-from elasticir.encoders.denser import ElasticDenser  # noqa: E402
 from elasticir.eval.measures import evaluate  # noqa: E402
 from elasticir.index.store import EmbeddingStore  # noqa: E402
+from elasticir.models.denser import ElasticDenser  # noqa: E402
 from elasticir.rerank.pipeline import BiEncoderScorer, Rerank, RunFile  # noqa: E402
 from elasticir.rerank.ranker import ElasticRanker, RankerScorer  # noqa: E402
 
@@ -69,7 +73,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     dl = get_dataset("msmarco-dl19")
     queries = read_topics(dl.queries)[: args.limit]
-    passages = _passages([dl.corpus])
+    passages = load_corpora([dl.corpus])
     base = {p: ElasticDenser(precision=p) for p in PRECISIONS}
     rankers = {p: ElasticRanker(args.ranker, precision=p) for p in PRECISIONS}
     scorers = {}
@@ -80,8 +84,8 @@ def main() -> None:
     store = EmbeddingStore(encode(base["fp32"], dl.corpus, "dl19")).load()
     wanted = {q.query_id for q in queries}
     firsts = {
-        "dl19 BM25 top-100 (shipped run)": _cut(read_run(dl.runs["bm25"]), args.depth, wanted),
-        "dl19 dense top-100": _dense(base["fp32"], store, queries, args.depth),
+        "dl19 BM25 top-100 (shipped run)": cut_run(read_run(dl.runs["bm25"]), args.depth, wanted),
+        "dl19 dense top-100": dense_search(base["fp32"], store, queries, args.depth),
     }
     qrels = {q: j for q, j in read_qrels(dl.qrels).items() if q in wanted}
     quality: dict = {}
@@ -95,14 +99,15 @@ def main() -> None:
         for label in scorers:
             if label.endswith("bf16"):
                 exact = runs[label.replace("bf16", "fp32")]
-                table[label]["risk_vs_fp32"] = _consistency(runs[label], exact)
+                table[label]["risk_vs_fp32"] = consistency_risk(runs[label], exact)
                 table[label]["max_score_change"] = _max_change(runs[label], exact)
         quality[name] = table
 
     log("speed: pairs/s, interleaved rounds")
     speed = _speed(scorers, firsts["dl19 BM25 top-100 (shipped run)"], queries, passages, args)
+    here = machine()
     report = {
-        "machine": {**machine(), "cpu_flags": _cpu_flags()},
+        "machine": {**here, "cpu_flags": _cpu_flags(here["flags"])},
         "started": started,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "ranker": args.ranker,
@@ -122,14 +127,10 @@ def main() -> None:
     print(render(report))
 
 
-def _cpu_flags() -> dict[str, bool]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    lines = [line for line in text.splitlines() if line.startswith("flags")]
-    flags = lines[0].split(":", 1)[1].split() if lines else []
-    return {flag: flag in flags for flag in CPU_FLAGS}
+def _cpu_flags(flags: list[str]) -> dict[str, bool]:
+    """Which native bf16 flags of :data:`CPU_FLAGS` are among ``flags`` (``machine()``'s);
+    ``{}`` where none are known (no ``/proc/cpuinfo``)."""
+    return {flag: flag in flags for flag in CPU_FLAGS} if flags else {}
 
 
 def _max_change(run: dict, reference: dict) -> float:

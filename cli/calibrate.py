@@ -52,8 +52,8 @@ def main(
     from elasticir import api
     from elasticir.data.files import atomic_file
     from elasticir.data.trec import read_qrels, read_run
+    from elasticir.rerank.calibration import PolicyFamily, calibrate, calibration_queries
     from elasticir.rerank.pipeline import PassageLookup
-    from elasticir.rerank.policies import PolicyFamily, calibrate, calibration_queries
     from elasticir.rerank.ranker import ElasticRanker
 
     # Everything that can be wrong is found before the ranker scores a single pair.
@@ -103,14 +103,16 @@ def main(
 
 def check_calibration_output(path: Path) -> None:
     """Only a calibration file (or nothing) may be replaced by one, and only where writable."""
+    from elasticir.data.errors import InputFormatError
     from elasticir.data.files import check_writable
+    from elasticir.data.manifest import read_json_object
 
     if path.is_file():
         try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+            existing = read_json_object(path)
+        except InputFormatError:
             existing = None
-        if not (isinstance(existing, dict) and {"level", "policy"} <= existing.keys()):
+        if not (existing and {"level", "policy"} <= existing.keys()):
             raise ValueError(
                 f"{path} exists and is not a calibration file; refusing to replace it: choose "
                 "another --output (nothing was written)"

@@ -182,8 +182,7 @@ def projection(
         False,
         "--asymmetric/--symmetric",
         help="A query-side matrix of its own, fitted jointly with the passages' (default: "
-        "one matrix for both sides; asymmetric fitted the training queries better but scored "
-        "lower on DL19, see results/denser-focus-asym.md)",
+        "one matrix for both sides; docs/experiments/elastic-denser.md compares the two)",
     ),
     student_negatives: int = typer.Option(
         0,
@@ -213,11 +212,11 @@ def projection(
     \b
         elasticir train projection --cache models/cache \\
             --corpus msmarco-dl19 --corpus nq-open --threads 1 \\
-            --output elasticir/encoders/projections/2a015752a3c17d94.safetensors
+            --output elasticir/models/projections/2a015752a3c17d94.safetensors
     """
     from elasticir import api
-    from elasticir.encoders.loading import read_passage_encoder, resolve_model_path
-    from elasticir.encoders.projection import PROJECTIONS_FILE
+    from elasticir.models.loading import read_passage_encoder, resolve_model_path
+    from elasticir.models.projection import PROJECTIONS_FILE
     from elasticir.train.projection import ProjectionTrainConfig
 
     base = model

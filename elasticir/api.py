@@ -26,11 +26,38 @@ from elasticir.data.trec import check_run_output, read_qrels, read_run, write_ru
 from elasticir.index.faiss_index import INDEX_TYPES, IndexSpec
 from elasticir.index.output import check_index_output, what_is_at
 from elasticir.progress import progress_bar
+from elasticir.rerank.factory import RERANKERS, RerankStageSpec, parse_rerank_stage
 
 if TYPE_CHECKING:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
     from elasticir.train.denser import DenserTrainConfig
     from elasticir.train.projection import ProjectionTrainConfig
+
+__all__ = [
+    "BM25",
+    "PRECISIONS",
+    "RERANKERS",
+    "IndexConfig",
+    "IndexResult",
+    "RerankConfig",
+    "RerankResult",
+    "RerankStageSpec",
+    "Run",
+    "SearchConfig",
+    "build_index",
+    "check_token",
+    "evaluate_run",
+    "fuse_runs",
+    "index_kind",
+    "load_encoder",
+    "load_queries",
+    "parse_rerank_stage",
+    "rerank",
+    "search",
+    "train_denser",
+    "train_projection",
+    "write_run",
+]
 
 BM25 = "bm25"
 
@@ -70,7 +97,7 @@ class IndexConfig:
         if self.dim is not None:
             _require_positive("dim", self.dim)
         _require_precision(self.precision)
-        from elasticir.encoders.levels import Level
+        from elasticir.compute.levels import Level
 
         Level(self.level)  # raises ValueError on a malformed level
 
@@ -105,7 +132,7 @@ class SearchConfig:
         for name in ("k", "batch_size", "threads"):
             _require_positive(name, getattr(self, name))
         check_token("run tag", self.tag)
-        from elasticir.encoders.levels import Level
+        from elasticir.compute.levels import Level
 
         Level(self.level)
 
@@ -212,7 +239,7 @@ def _hidden_size(model: str | None) -> int | None:
     that cannot be told cheaply)."""
     import json
 
-    from elasticir.encoders.loading import resolve_model_path
+    from elasticir.models.loading import resolve_model_path
 
     path = Path(resolve_model_path(model)) / "config.json"
     try:
@@ -220,38 +247,6 @@ def _hidden_size(model: str | None) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return size if isinstance(size, int) else None
-
-
-RERANKERS = ("elastic", "dipair", "biencoder")
-
-
-@dataclass(frozen=True)
-class RerankStageSpec:
-    """One reranking stage of a cascade: ``KIND[:MODEL][%K]`` on the command line."""
-
-    kind: str  # elastic | dipair | biencoder
-    model: str | None = None  # default: the kind's default model
-    k: int | None = None  # keep the top k for the next stage; None: keep all
-
-    def __str__(self) -> str:
-        text = self.kind + (f":{self.model}" if self.model else "")
-        return text + (f"%{self.k}" if self.k else "")
-
-
-def parse_rerank_stage(spec: str) -> RerankStageSpec:
-    """``"dipair:models/dipair%100"`` -> ``RerankStageSpec("dipair", "models/dipair", 100)``."""
-    text, k = spec.strip(), None
-    if "%" in text:
-        text, _, cut = text.rpartition("%")
-        if not cut.isdigit() or int(cut) < 1:
-            raise ValueError(f"rerank stage {spec!r}: expected %K with K a positive integer")
-        k = int(cut)
-    kind, _, model = text.partition(":")
-    if kind not in RERANKERS:
-        raise ValueError(
-            f"rerank stage {spec!r}: unknown kind {kind!r}; expected one of {', '.join(RERANKERS)}"
-        )
-    return RerankStageSpec(kind, model or None, k)
 
 
 @dataclass(frozen=True)
@@ -279,7 +274,7 @@ class RerankConfig:
         if self.on_missing not in ("error", "skip"):
             raise ValueError(f"on_missing must be 'error' or 'skip', got {self.on_missing!r}")
         _require_precision(self.precision)
-        from elasticir.encoders.levels import Level
+        from elasticir.compute.levels import Level
 
         Level(self.level)
 
@@ -291,9 +286,10 @@ class RerankResult:
 
 
 def rerank(config: RerankConfig) -> RerankResult:
-    """Rerank ``config.run`` with each stage in turn (see :mod:`elasticir.rerank.pipeline`)."""
+    """Rerank ``config.run`` with each stage in turn (see :mod:`elasticir.pipeline`)."""
+    from elasticir.pipeline import PassageLookup, Rerank, RunFile, top_k
     from elasticir.rerank.factory import make_scorer
-    from elasticir.rerank.pipeline import PassageLookup, Rerank, RunFile, top_k
+    from elasticir.rerank.ranker import cost_summary
 
     for path, what in ((config.run, "run"), (config.topics, "topics"), (config.corpus, "corpus")):
         if not Path(path).exists():
@@ -306,7 +302,6 @@ def rerank(config: RerankConfig) -> RerankResult:
     first.source = str(config.run)
     passages = PassageLookup(config.corpus)
     pipeline = first
-    costed = []  # stages whose scorer counts its FLOPs (the elastic ranker)
     for spec in config.stages:
         scorer = make_scorer(
             spec,
@@ -326,17 +321,21 @@ def rerank(config: RerankConfig) -> RerankResult:
             name=str(spec),
         )
         pipeline = pipeline >> (stage % spec.k if spec.k else stage)
-        if "full_flops" in (getattr(scorer, "stats", None) or {}):
-            costed.append((repr(stage), scorer))
-    run = pipeline.run(queries)
-    reports = {name: dict(c) for name, c in pipeline.reports().items() if c}
-    for name, scorer in costed:
-        stats = scorer.stats
-        if stats["pairs"]:  # what early exit or a cutoff saved, from the FLOPs spent
-            reports.setdefault(name, {})["FLOPs speedup vs the full ranker"] = (
-                f"{stats['speedup']:.2f}x (mean exit layer {stats['mean_exit_layer']:.2f})"
+    result = pipeline(queries)
+    reports: dict[str, dict] = {}
+    for name, counts in result.reports.items():
+        counts = dict(counts)
+        costs = {
+            key: counts.pop(key) for key in ("flops", "full_flops", "exit_layers") if key in counts
+        }
+        if costs and counts.get("pairs scored"):  # what early exit or a cutoff saved
+            summary = cost_summary({**counts, **costs})
+            counts["FLOPs speedup vs the full ranker"] = (
+                f"{summary['speedup']:.2f}x (mean exit layer {summary['mean_exit_layer']:.2f})"
             )
-    return RerankResult(run, reports)
+        if counts:
+            reports[name] = counts
+    return RerankResult(result.run, reports)
 
 
 def train_denser(config: DenserTrainConfig, progress: bool = True) -> Path:
@@ -364,7 +363,7 @@ def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Pa
 def load_encoder(
     model: str | None = None, device: str | None = None, precision: str = "fp32"
 ) -> ElasticDenser:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
     return ElasticDenser(model, device=device, precision=precision)
 

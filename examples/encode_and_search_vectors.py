@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from elasticir.compute import Level
 from elasticir.data import read_topics, sample_dataset
-from elasticir.encoders import ElasticDenser, Level
 from elasticir.index import IndexSpec, build_index, encode_corpus
+from elasticir.models import ElasticDenser
 from elasticir.retrieve.dense import DenseSearcher
 
 

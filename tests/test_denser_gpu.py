@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elasticir.encoders.denser import ElasticDenser
+from elasticir.models.denser import ElasticDenser
 from elasticir.train.denser import DenserTrainConfig, train_denser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))

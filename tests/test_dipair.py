@@ -19,9 +19,9 @@ from elasticir.data import read_topics, sample_dataset
 from elasticir.data.corpus import load_passages
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.records import Passage
-from elasticir.encoders.denser import ElasticDenser
+from elasticir.index.token_cache import MissingTokensError, TokenCache, default_cache_dir
+from elasticir.models.denser import ElasticDenser
 from elasticir.rerank.dipair import DiPair, DiPairConfig
-from elasticir.rerank.token_cache import MissingTokensError, TokenCache, default_cache_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

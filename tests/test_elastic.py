@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer, BertConfig
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data import data_root, read_topics
 from elasticir.data.corpus import iter_corpus
 from elasticir.data.datasets import sample_dataset
 from elasticir.data.errors import InputFormatError, MissingResourceError
-from elasticir.encoders.denser import ElasticDenser
-from elasticir.encoders.elastic import (
+from elasticir.models.denser import ElasticDenser
+from elasticir.models.elastic import (
     DEFAULT_LEVELS,
     SubNetwork,
     compute_importance,
@@ -36,8 +37,7 @@ from elasticir.encoders.elastic import (
     reorder_,
     sub_network,
 )
-from elasticir.encoders.levels import FULL, Level
-from elasticir.encoders.loading import read_levels, resolve_model_path
+from elasticir.models.loading import read_levels, resolve_model_path
 
 TOPICS = "topics/topics.msmarco-passage.dev-subset.txt"
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data.corpus import iter_corpus
 from elasticir.data.datasets import Dataset, sample_dataset
 from elasticir.data.errors import MissingResourceError
 from elasticir.data.topics import read_topics
-from elasticir.encoders.denser import ElasticDenser
-from elasticir.encoders.levels import FULL, Level
-from elasticir.encoders.loading import (
+from elasticir.models.denser import ElasticDenser
+from elasticir.models.loading import (
     EncoderSettings,
     model_fingerprint,
     read_settings,

@@ -25,3 +25,10 @@ def test_retrieve_and_evaluate_example() -> None:
 def test_vectors_example() -> None:
     top = load("encode_and_search_vectors").main()
     assert len(top) == 3 and all(score > 0.3 for _, _, score in top)
+
+
+def test_cascade_compute_example() -> None:
+    runs = load("cascade_compute").main()
+    assert set(runs) == {"full", "dense@L2-W50"}
+    assert all(len(docs) == 3 for run in runs.values() for docs in run.values())
+    assert runs["full"] != runs["dense@L2-W50"]  # the call's compute changed the ranking

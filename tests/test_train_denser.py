@@ -18,14 +18,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from elasticir import api
+from elasticir.compute.levels import FULL, Level
 from elasticir.data import read_topics, sample_dataset
-from elasticir.encoders.denser import ElasticDenser
-from elasticir.encoders.levels import FULL, Level
+from elasticir.models.denser import ElasticDenser
 from elasticir.retrieve.dense import DenseSearcher
 from elasticir.train.denser import (
     DenserTrainConfig,
-    _plan,
     initial_student,
+    level_plan,
     prepare_distillation,
     train_denser,
 )
@@ -197,7 +197,7 @@ def test_focus_levels_join_every_step_of_the_sandwich(tmp_path: Path) -> None:
     focused = dataclasses.replace(plain, focus=("L6-W50",))
     assert "focus" not in plain.training_fields()  # older runs keep their checkpoint keys
     assert focused.training_fields()["focus"] == ["L6-W50"]
-    plan, plain_plan = _plan(focused, menu), _plan(plain, menu)
+    plan, plain_plan = level_plan(focused, menu), level_plan(plain, menu)
     middles = set()
     for step in range(1, 201):
         levels = plan(step)
@@ -207,7 +207,7 @@ def test_focus_levels_join_every_step_of_the_sandwich(tmp_path: Path) -> None:
         assert plain_plan(step)[0] == FULL and len(plain_plan(step)) == 3
     assert middles == {Level("L6-W75"), Level("L4"), Level("L3-W50")}  # never the focus again
     with pytest.raises(ValueError, match="not in the menu"):
-        _plan(dataclasses.replace(plain, focus=("L5-W50",)), menu)
+        level_plan(dataclasses.replace(plain, focus=("L5-W50",)), menu)
     with pytest.raises(ValueError, match="static run"):
         DenserTrainConfig(output=tmp_path, levels=("L4",), sandwich=False, focus=("L4",))
     with pytest.raises(ValueError, match="list of levels"):
@@ -278,15 +278,15 @@ def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
 ) -> None:
     from elasticir.data import iter_corpus
     from elasticir.data.datasets import get_dataset
-    from elasticir.train.denser import _corpus_texts, _select, _training_text
+    from elasticir.train.denser.texts import cached_training_text, corpus_texts, select_texts
 
-    text = _training_text(data_root.resolve())
+    text = cached_training_text(data_root.resolve())
     config = dataclasses.replace(tiny, corpus_passages=("nq-open",), pseudo_queries=40)
-    corpus = _corpus_texts(data_root, config.corpus_passages)
+    corpus = corpus_texts(data_root, config.corpus_passages)
     nq = get_dataset("nq-open", root=data_root)
     assert len(corpus) == sum(1 for _ in iter_corpus(nq.corpus))  # every passage, none lost
-    queries, pool = _select(config, text, corpus)
-    plain_queries, plain_pool = _select(tiny, text)
+    queries, pool = select_texts(config, text, corpus)
+    plain_queries, plain_pool = select_texts(tiny, text)
     assert pool[: len(plain_pool)] == plain_pool  # the sampled training pool comes first
     assert set(pool[len(plain_pool) :]) == set(corpus) - set(plain_pool)
     assert queries[:24] == plain_queries and len(queries) == 24 + 40
@@ -295,11 +295,11 @@ def test_corpus_passages_join_the_pool_and_pseudo_queries_are_spans_of_it(
         assert 1 <= len(words) <= 12
         assert any(f" {span} " in f" {p} " for p in pool), span  # a contiguous span
     assert sum(len(s.split()) >= 4 for s in queries[24:]) >= 36  # short only in short passages
-    again, _ = _select(config, text, corpus)
-    other, _ = _select(dataclasses.replace(config, seed=14), text, corpus)
+    again, _ = select_texts(config, text, corpus)
+    other, _ = select_texts(dataclasses.replace(config, seed=14), text, corpus)
     assert again == queries and other[24:] != queries[24:]
     banned = frozenset({" ".join(queries[30].lower().split())})  # as if an evaluation question
-    kept, _ = _select(config, text, corpus, banned)
+    kept, _ = select_texts(config, text, corpus, banned)
     assert len(kept) == len(queries) - queries[24:].count(queries[30]) and queries[30] not in kept
     # the new settings key the run only when used, so older runs keep their keys
     assert "pseudo_queries" in config.training_fields()
@@ -340,7 +340,7 @@ def test_a_run_with_corpus_passages_and_pseudo_queries_records_them(
 def test_mining_without_faiss_finds_the_same_top_k() -> None:
     import faiss
 
-    from elasticir.train.denser import _torch_top_k
+    from elasticir.train.mining import torch_top_k
 
     rng = np.random.default_rng(5)
     passages = rng.standard_normal((500, 16)).astype(np.float32)
@@ -348,4 +348,4 @@ def test_mining_without_faiss_finds_the_same_top_k() -> None:
     index = faiss.IndexFlatIP(16)
     index.add(passages)
     _, expected = index.search(queries, 9)
-    assert np.array_equal(_torch_top_k(queries, passages, 9, chunk=32), expected)
+    assert np.array_equal(torch_top_k(queries, passages, 9, chunk=32), expected)

@@ -111,9 +111,9 @@ def test_evaluation_questions_are_never_trained_on(data_root: Path, tmp_path: Pa
     config = DiPairTrainConfig(
         output=tmp_path / "out", data_root=root, sources=("trecqa",), passage_max_length=32
     )
-    from elasticir.train.dipair import _select_groups
+    from elasticir.train.dipair.groups import select_groups
 
-    groups, stats = _select_groups(config, root)
+    groups, stats = select_groups(config, root)
     assert [g.query for g in groups] == ["who built the pyramids"]
     assert stats["eval_overlap_checked"] is True
     assert stats["sources"]["trecqa"]["excluded_eval_overlap"] == 1
@@ -360,10 +360,11 @@ def test_python_cascade_takes_the_corpus_from_the_first_stage(
     assert dense.corpus == sample.corpus.resolve()
     pipeline = dense % 10 >> DiPairScorer(DiPair.load(straight)) % 3
     queries = read_topics(sample.queries)[:3]
-    run, first = pipeline.run(queries), (dense % 10).run(queries)
+    result, first = pipeline(queries), (dense % 10).run(queries)
+    run = result.run
     assert all(len(run[q.query_id]) == 3 for q in queries)
     assert all(set(run[q.query_id]) <= set(first[q.query_id]) for q in queries)
-    assert pipeline.reports()["Rerank(DiPairScorer)"]["pairs scored"] == 30
+    assert result.reports["dipair"]["pairs scored"] == 30
 
 
 def test_a_residual_head_trains_through_both_stages(tiny: DiPairTrainConfig) -> None:
@@ -404,7 +405,7 @@ def test_anchor_groups_teach_only_through_the_teacher_term(
     pool): scored by the teacher, never in the CE term; the labelled groups' teacher scores
     are reused from the cache, and runs without anchors keep their keys."""
     from elasticir.train.anchor import ANCHOR_SOURCE, AnchorData, anchor_groups
-    from elasticir.train.dipair import _select_groups
+    from elasticir.train.dipair.groups import select_groups
 
     lines = (data_root / "msmarco-dl19" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
     corpus = tmp_path / "pool.jsonl"
@@ -424,9 +425,9 @@ def test_anchor_groups_teach_only_through_the_teacher_term(
         with pytest.raises(ValueError, match=next(iter(bad))):
             dataclasses.replace(anchored, **bad)
 
-    groups, stats = _select_groups(anchored, data_root)
+    groups, stats = select_groups(anchored, data_root)
     anchors = [g for g in groups if not g.labelled]
-    assert [g for g in groups if g.labelled] == _select_groups(tiny, data_root)[0]
+    assert [g for g in groups if g.labelled] == select_groups(tiny, data_root)[0]
     mined, record = anchor_groups(
         AnchorData(3, str(corpus), 5, tiny.seed, None, data_root, tmp_path / "anchor-cache"),
         banned=set(),
@@ -490,7 +491,7 @@ class DyingTeacher(OverlapTeacher):
 def test_a_killed_teacher_scoring_resumes_where_it_stopped(
     tiny: DiPairTrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import elasticir.train.dipair as module
+    import elasticir.train.dipair.teacher as module
 
     monkeypatch.setattr(module, "_PARTIAL_SECONDS", -1.0)  # save after every group
     config = dataclasses.replace(tiny, cache=tmp_path / "cache")

@@ -139,7 +139,7 @@ def test_dense_negatives_are_the_judged_ones_the_bi_encoder_ranks_high(tmp_path:
     import numpy as np
 
     from elasticir.data import load_passages, sample_dataset
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
     sample = sample_dataset()
     root = tmp_path / "data"

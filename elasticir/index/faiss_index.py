@@ -9,7 +9,6 @@ before it is written, so any FAISS reader, Pyserini included, searches it the sa
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_dir
-from elasticir.data.manifest import read_json_object
+from elasticir.data.manifest import META_FILE, read_json_object, write_json
 from elasticir.index.output import DENSE, check_index_output
 from elasticir.index.sharded import DirectoryBusyError, DirectoryLock
 from elasticir.index.store import EmbeddingStore
@@ -174,7 +173,7 @@ def build_index(
         faiss.write_index(index, str(tmp / "index"))
         (tmp / "docid").write_text("".join(f"{d}\n" for d in doc_ids), encoding="utf-8")
         meta["bytes_per_passage"] = round((tmp / "index").stat().st_size / len(doc_ids), 2)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / META_FILE, meta)
     return Path(index_dir)
 
 
@@ -198,19 +197,19 @@ def load_index(index_dir: str | Path) -> LoadedIndex:
     import faiss
 
     path = Path(index_dir)
-    for name in ("index", "docid", "meta.json"):
+    for name in ("index", "docid", META_FILE):
         if not (path / name).is_file():
             raise MissingResourceError(
                 f"{path}: not a dense index (missing {name}); build one with `elasticir index`"
             )
     meta = read_json_object(
-        path / "meta.json", _META_REQUIRED, optional=_META_OPTIONAL, what="a dense index's meta"
+        path / META_FILE, _META_REQUIRED, optional=_META_OPTIONAL, what="a dense index's meta"
     )
     if meta.get("format") != INDEX_FORMAT:
-        raise InputFormatError(path / "meta.json", None, f'"format": "{INDEX_FORMAT}"')
+        raise InputFormatError(path / META_FILE, None, f'"format": "{INDEX_FORMAT}"')
     if not isinstance(meta["encoder"].get("model_fingerprint"), str):
         raise InputFormatError(
-            path / "meta.json", None, '"encoder": {"model_fingerprint": "<hash>", ...}'
+            path / META_FILE, None, '"encoder": {"model_fingerprint": "<hash>", ...}'
         )
     try:
         doc_ids = (path / "docid").read_text(encoding="utf-8").splitlines()
@@ -234,7 +233,7 @@ def load_index(index_dir: str | Path) -> LoadedIndex:
         raise InputFormatError(path / "docid", None, f"{index.ntotal} doc ids", str(len(doc_ids)))
     if meta["num_passages"] != len(doc_ids):
         raise InputFormatError(
-            path / "meta.json", None, f'"num_passages": {len(doc_ids)}', str(meta["num_passages"])
+            path / META_FILE, None, f'"num_passages": {len(doc_ids)}', str(meta["num_passages"])
         )
     return LoadedIndex(index, doc_ids, meta, path)
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from elasticir.data.files import check_writable
+from elasticir.data.manifest import META_FILE
 
 __all__ = ["DENSE", "BM25", "check_index_output", "what_is_at"]
 
@@ -37,7 +38,7 @@ def what_is_at(path: str | os.PathLike[str]) -> str:
         return "file"
     if not any(path.iterdir()):
         return "empty"
-    meta = path / "meta.json"
+    meta = path / META_FILE
     if meta.is_file():
         text = meta.read_text(encoding="utf-8", errors="replace")
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
-from elasticir.data.manifest import read_json_object, write_json
+from elasticir.data.manifest import META_FILE, read_json_object, write_json
 
 try:  # advisory locks; on platforms without fcntl, writers are not serialised
     import fcntl
@@ -145,7 +145,7 @@ class ShardedDirectory:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        meta_path = self.path / "meta.json"
+        meta_path = self.path / META_FILE
         if not meta_path.is_file():
             raise MissingResourceError(f"{self.path}: {self._NOT_ONE}")
         self.meta: dict[str, Any] = read_json_object(
@@ -157,7 +157,7 @@ class ShardedDirectory:
     @classmethod
     def holds_one(cls, path: str | os.PathLike[str]) -> bool:
         """True when ``path`` has a ``meta.json`` naming this format (readable or not)."""
-        meta = Path(path) / "meta.json"
+        meta = Path(path) / META_FILE
         if not meta.is_file():
             return False
         try:
@@ -317,7 +317,7 @@ def open_sharded_meta(
     changed, if no other process holds the directory (:class:`DirectoryBusyError`
     otherwise). Returns the meta in force and notes for the user about what was reset.
     """
-    path = directory / "meta.json"
+    path = directory / META_FILE
     notes: list[str] = []
     with lock.meta():
         if not path.exists():

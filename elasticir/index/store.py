@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data.corpus import CorpusDigest, chunks, digest_corpus, iter_corpus
 from elasticir.data.errors import InputFormatError
 from elasticir.data.files import atomic_file, remove_dead_leftovers
-from elasticir.encoders.levels import FULL, Level
+from elasticir.data.manifest import META_FILE
 from elasticir.index.sharded import (
     DirectoryLock,
     ShardedDirectory,
@@ -47,7 +48,7 @@ from elasticir.index.sharded import (
 from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
-    from elasticir.encoders.denser import ElasticDenser
+    from elasticir.models.denser import ElasticDenser
 
 STORE_FORMAT = "elasticir-embeddings"
 DEFAULT_SHARD_SIZE = 4096
@@ -120,7 +121,7 @@ class EmbeddingStore(ShardedDirectory):
         expected = self.meta.get("num_passages")
         if expected is not None and rows != expected:
             raise InputFormatError(
-                self.path / "meta.json", None, f"{expected} passages in the shards", str(rows)
+                self.path / META_FILE, None, f"{expected} passages in the shards", str(rows)
             )
 
     def load(self) -> tuple[list[str], np.ndarray]:

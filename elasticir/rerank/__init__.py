@@ -1,9 +1,11 @@
-"""Reranking: the elastic multi-exit cross-encoder, its exit policies and their calibration.
+"""Reranking: the scorers of a cascade and the calibration of exit policies.
 
-``ElasticRanker`` (``elasticir.rerank.ranker``) scores query-passage pairs at any compute level
-and exits early per candidate under an exit policy (``elasticir.rerank.policies``), whose
-threshold Learn-then-Test calibration picks. Modules that import torch load on first use, so
-``import elasticir.rerank`` stays cheap.
+``RankerScorer`` (:mod:`elasticir.rerank.ranker`) makes an ElasticRanker a cascade's scorer,
+at any compute level, each candidate exiting early under an exit policy
+(:mod:`elasticir.compute.exits`) whose threshold Learn-then-Test calibration picks
+(:mod:`elasticir.rerank.calibration`); ``DiPairScorer`` (:mod:`elasticir.rerank.dipair`) and
+``BiEncoderScorer`` (:mod:`elasticir.rerank.biencoder`) are the others. Modules that import
+torch load on first use, so ``import elasticir.rerank`` stays cheap.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from elasticir.rerank.policies import (
-        Calibration,
+    from elasticir.compute.exits import (
         ConfidencePolicy,
         CutoffPolicy,
         EntropyPolicy,
         FixedLevel,
-        PolicyEvaluation,
         RankPolicy,
+        parse_policy,
+    )
+    from elasticir.rerank.calibration import (
+        Calibration,
+        PolicyEvaluation,
         calibrate,
         evaluate_policy,
-        parse_policy,
     )
     from elasticir.rerank.ranker import ElasticRanker, RankerOutput, RankerScorer, rerank_run
 
@@ -47,16 +51,16 @@ _HOMES = {
     "RankerOutput": "elasticir.rerank.ranker",
     "RankerScorer": "elasticir.rerank.ranker",
     "rerank_run": "elasticir.rerank.ranker",
-    "Calibration": "elasticir.rerank.policies",
-    "ConfidencePolicy": "elasticir.rerank.policies",
-    "CutoffPolicy": "elasticir.rerank.policies",
-    "RankPolicy": "elasticir.rerank.policies",
-    "EntropyPolicy": "elasticir.rerank.policies",
-    "FixedLevel": "elasticir.rerank.policies",
-    "PolicyEvaluation": "elasticir.rerank.policies",
-    "calibrate": "elasticir.rerank.policies",
-    "evaluate_policy": "elasticir.rerank.policies",
-    "parse_policy": "elasticir.rerank.policies",
+    "Calibration": "elasticir.rerank.calibration",
+    "ConfidencePolicy": "elasticir.compute.exits",
+    "CutoffPolicy": "elasticir.compute.exits",
+    "RankPolicy": "elasticir.compute.exits",
+    "EntropyPolicy": "elasticir.compute.exits",
+    "FixedLevel": "elasticir.compute.exits",
+    "PolicyEvaluation": "elasticir.rerank.calibration",
+    "calibrate": "elasticir.rerank.calibration",
+    "evaluate_policy": "elasticir.rerank.calibration",
+    "parse_policy": "elasticir.compute.exits",
 }
 
 

@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from elasticir.api import RerankStageSpec
-    from elasticir.rerank.pipeline import Scorer
+    from elasticir.pipeline import Scorer
+
+RERANKERS = ("elastic", "dipair", "biencoder")
+
+
+@dataclass(frozen=True)
+class RerankStageSpec:
+    """One reranking stage of a cascade: ``KIND[:MODEL][%K]`` on the command line."""
+
+    kind: str  # elastic | dipair | biencoder
+    model: str | None = None  # default: the kind's default model
+    k: int | None = None  # keep the top k for the next stage; None: keep all
+
+    def __str__(self) -> str:
+        text = self.kind + (f":{self.model}" if self.model else "")
+        return text + (f"%{self.k}" if self.k else "")
+
+
+def parse_rerank_stage(spec: str) -> RerankStageSpec:
+    """``"dipair:models/dipair%100"`` -> ``RerankStageSpec("dipair", "models/dipair", 100)``."""
+    text, k = spec.strip(), None
+    if "%" in text:
+        text, _, cut = text.rpartition("%")
+        if not cut.isdigit() or int(cut) < 1:
+            raise ValueError(f"rerank stage {spec!r}: expected %K with K a positive integer")
+        k = int(cut)
+    kind, _, model = text.partition(":")
+    if kind not in RERANKERS:
+        raise ValueError(
+            f"rerank stage {spec!r}: unknown kind {kind!r}; expected one of {', '.join(RERANKERS)}"
+        )
+    return RerankStageSpec(kind, model or None, k)
 
 
 def make_scorer(
@@ -29,8 +60,8 @@ def make_scorer(
     first when absent or unfinished: resumable), or encodes passages on the fly without one.
     """
     if spec.kind == "biencoder":
-        from elasticir.encoders.denser import ElasticDenser
-        from elasticir.rerank.pipeline import BiEncoderScorer
+        from elasticir.models.denser import ElasticDenser
+        from elasticir.rerank.biencoder import BiEncoderScorer
 
         if policy is not None:
             raise ValueError("--policy applies to the elastic ranker, not to the bi-encoder")
@@ -87,26 +118,18 @@ def resolve_policy(
 
     A calibration holds for the precision it was made at (files without one are fp32): asking
     for another raises ``ValueError``."""
-    import json
-
-    from elasticir.data.errors import InputFormatError
+    from elasticir.data.manifest import read_json_object
 
     if policy is None or not policy.startswith("calibrated:"):
         return level, policy
     path = Path(policy.split(":", 1)[1])
-    try:
-        chosen = json.loads(path.read_text(encoding="utf-8"))
-        level, policy, made_at = (
-            str(chosen["level"]),
-            str(chosen["policy"]),
-            str(chosen.get("precision", "fp32")),
-        )
-    except FileNotFoundError:
-        raise ValueError(f"{path}: calibration file not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InputFormatError(
-            path, None, 'a calibration JSON with "level" and "policy"', got=str(err)
-        ) from err
+    if not path.is_file():
+        raise ValueError(f"{path}: calibration file not found")
+    chosen = read_json_object(
+        path, {"level": str, "policy": str}, optional={"precision": str}, what="a calibration"
+    )
+    level, policy = chosen["level"], chosen["policy"]
+    made_at = chosen.get("precision", "fp32")
     if made_at != precision:
         raise ValueError(
             f"{path} was calibrated at {made_at} precision; its guarantee does not carry over "

@@ -5,7 +5,7 @@
 * :func:`reciprocal_rank_fusion`, :func:`interpolate`: combine runs (pure Python).
 
 Importing this package starts no JVM and imports neither Pyserini, jnius nor torch: the JVM
-starts on the first BM25 call (:func:`elasticir.retrieve.java.start_jvm`).
+starts on the first BM25 call (:func:`elasticir.java.start_jvm`).
 """
 
 from elasticir.retrieve.bm25 import BM25Searcher, bm25_search, build_bm25_index

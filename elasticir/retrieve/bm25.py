@@ -10,7 +10,7 @@ the Anserini jar that ships inside Pyserini.
 The index is built in a temporary directory beside ``index_dir`` and swapped in only when
 complete, so a crash or Ctrl-C never leaves a half-built index where a good one was.
 
-The JVM starts on first use (see :mod:`elasticir.retrieve.java`); importing this module
+The JVM starts on first use (see :mod:`elasticir.java`); importing this module
 does not start it.
 """
 
@@ -31,15 +31,15 @@ from typing import Any
 
 from elasticir.data.errors import CountedWarning, InputFormatError, MissingResourceError
 from elasticir.data.files import atomic_dir, temporary_dir_beside
+from elasticir.data.manifest import META_FILE, read_json_object, write_json
 from elasticir.data.records import Query, Run
 from elasticir.index.output import BM25 as BM25_KIND
 from elasticir.index.output import check_index_output
+from elasticir.java import anserini_jar, start_jvm
 from elasticir.progress import progress_bar
-from elasticir.retrieve.java import anserini_jar, start_jvm
 
 __all__ = ["BM25Searcher", "META_FILE", "bm25_search", "build_bm25_index", "read_bm25_meta"]
 
-META_FILE = "meta.json"
 INDEX_KIND = "bm25-lucene"
 _SEARCH_BATCH = 1000  # queries per Java call: bounds the result maps held on both sides
 _FILE_DOCS = 100_000  # passages per JsonCollection file (see _write_json_collection)
@@ -224,7 +224,7 @@ def build_bm25_index(
             "elasticir_version": _elasticir_version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        (tmp_index / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp_index / META_FILE, meta)
     if progress:
         total = time.monotonic() - started
         print(
@@ -249,11 +249,8 @@ def read_bm25_meta(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     meta_path = index_dir / META_FILE
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputFormatError(meta_path, exc.lineno, "a JSON object", str(exc)) from None
-        kind = meta.get("kind") if isinstance(meta, dict) else None
+        meta = read_json_object(meta_path, what="a BM25 index's meta")
+        kind = meta.get("kind")
         if kind != INDEX_KIND:
             raise InputFormatError(
                 index_dir, None, f"a BM25 Lucene index (meta.json kind {INDEX_KIND!r})", repr(kind)

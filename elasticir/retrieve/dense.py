@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elasticir.compute.levels import FULL, Level
 from elasticir.data.records import Query, Run
 from elasticir.data.topics import require_query_texts
-from elasticir.encoders.levels import FULL, Level
 from elasticir.progress import progress_bar
 
 if TYPE_CHECKING:
-    from elasticir.encoders.denser import ElasticDenser
     from elasticir.index.faiss_index import LoadedIndex
+    from elasticir.models.denser import ElasticDenser
 
 
 class EncoderMismatchError(ValueError):
@@ -29,8 +29,8 @@ class DenseSearcher:
     """
 
     def __init__(self, index_dir: str | Path, encoder: ElasticDenser | None = None) -> None:
-        from elasticir.encoders.denser import ElasticDenser
         from elasticir.index.faiss_index import load_index
+        from elasticir.models.denser import ElasticDenser
 
         self.index: LoadedIndex = load_index(index_dir)
         built_with = self.index.meta["encoder"]

@@ -33,6 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from elasticir.train.config import check_int
+from elasticir.train.corpora import corpus_file, default_cache, file_sha256, teacher_corpus_store
+from elasticir.train.data import norm_text
+from elasticir.train.groups import RankingGroup, clean_text
+from elasticir.train.keys import digest
+
 __all__ = [
     "ANCHOR_SOURCE",
     "FUSION_DEPTH",
@@ -64,8 +70,6 @@ class AnchorData:
 
 def check_anchor_fields(config: Any) -> None:
     """Validate a training config's ``anchor_*`` fields (the ranker's and DiPair's)."""
-    from elasticir.train.config import check_int
-
     check_int("anchor_queries", config.anchor_queries, 0)
     check_int("anchor_depth", config.anchor_depth, 2)
     weight = config.anchor_bm25_weight
@@ -91,8 +95,6 @@ def anchor_data(config: Any, data_root: Path, cache: Path | None) -> AnchorData:
     """The :class:`AnchorData` of a training config with ``anchor_queries``,
     ``anchor_corpus``, ``anchor_depth``, ``anchor_bm25_weight``, ``seed`` and ``base_model``
     (the ranker's and DiPair's); ``cache`` None means the default cache folder."""
-    from elasticir.train.projection import default_cache
-
     return AnchorData(
         queries=config.anchor_queries,
         corpus=config.anchor_corpus,
@@ -110,8 +112,8 @@ def anchor_groups(
     banned: set[str],
     progress: bool = True,
     threads: int | None = None,
-) -> tuple[list[Any], dict[str, Any]]:
-    """``(groups, record)``: one :class:`~elasticir.train.ranker.RankingGroup` per sampled
+) -> tuple[list[RankingGroup], dict[str, Any]]:
+    """``(groups, record)``: one :class:`~elasticir.train.groups.RankingGroup` per sampled
     query (``labelled=False``; teacher scores = bi-encoder cosines, or with ``bm25_weight > 0``
     the fused scores, rounded to 1e-5, which makes a rerun on another thread count less likely
     to key differently; it cannot rule it out), and what was used (query ids included).
@@ -122,14 +124,11 @@ def anchor_groups(
     from elasticir.data.corpus import load_passages
     from elasticir.data.datasets import get_dataset
     from elasticir.data.topics import read_topics
-    from elasticir.encoders.denser import ElasticDenser
     from elasticir.index.store import EmbeddingStore
-    from elasticir.train.data import _norm
-    from elasticir.train.projection import corpus_file, teacher_corpus_store
-    from elasticir.train.ranker import RankingGroup, _clean
+    from elasticir.models.denser import ElasticDenser
 
     topics = get_dataset(_TOPICS, root=spec.data_root)
-    candidates = [q for q in read_topics(topics.queries) if _norm(q.text) not in banned]
+    candidates = [q for q in read_topics(topics.queries) if norm_text(q.text) not in banned]
     if spec.queries > len(candidates):
         raise ValueError(
             f"anchor_queries={spec.queries}, but {topics.queries} has only {len(candidates)} "
@@ -158,7 +157,7 @@ def anchor_groups(
     if spec.bm25_weight > 0:
         ranking, bm25 = _fuse(spec, corpus_path, picked, ranking, threads)
     needed = {d for pairs in ranking.values() for d, _ in pairs}
-    texts = {d: _clean(p.encoder_text()) for d, p in load_passages(corpus_path, needed).items()}
+    texts = {d: clean_text(p.encoder_text()) for d, p in load_passages(corpus_path, needed).items()}
     groups = []
     for query in picked:
         pairs = ranking[query.query_id]
@@ -167,7 +166,7 @@ def anchor_groups(
         groups.append(
             RankingGroup(
                 ANCHOR_SOURCE,
-                _clean(query.text),
+                clean_text(query.text),
                 docs[0],
                 tuple(docs[1:]),
                 teacher_scores,
@@ -199,10 +198,8 @@ def _fuse(
     min-max interpolated) and a record of the BM25 index used."""
     from elasticir.retrieve.bm25 import META_FILE, BM25Searcher, build_bm25_index
     from elasticir.retrieve.fusion import interpolate, ranked
-    from elasticir.train.denser import _digest
-    from elasticir.train.projection import file_sha256
 
-    key = _digest({"path": str(corpus_path.resolve()), "file": file_sha256(corpus_path)})
+    key = digest({"path": str(corpus_path.resolve()), "file": file_sha256(corpus_path)})
     index_dir = spec.cache / "bm25" / key
     if not (index_dir / META_FILE).is_file():  # built once; a build appears only when complete
         build_bm25_index(corpus_path, index_dir, threads=threads or 1, progress=False)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from elasticir.checks import check_int
 from elasticir.data.errors import InputFormatError
 
 __all__ = [
@@ -140,20 +141,9 @@ class TrainConfigFile:
         return str(path.resolve()) if path.exists() else self.base_model
 
 
-def check_int(name: str, value: object, least: int = 1, *, optional: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int >= ``least`` (or None if ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
-            least, f"an integer >= {least}"
-        )
-        raise ValueError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
-
-
 def check_levels(levels: object) -> tuple[str, ...]:
     """A config's ``levels`` list as canonical level names, duplicates dropped, order kept."""
-    from elasticir.encoders.levels import Level
+    from elasticir.compute.levels import Level
 
     if isinstance(levels, str):
         raise ValueError(f"levels is a list of levels, got the string {levels!r}")

@@ -59,9 +59,9 @@ def evaluation_questions(root: Path) -> set[str]:
     for name in ("msmarco-dl19", "nq-open"):
         dataset = get_dataset(name, root=root)
         if dataset.queries is not None:
-            texts.update(_norm(q.text) for q in read_topics(dataset.queries))
+            texts.update(norm_text(q.text) for q in read_topics(dataset.queries))
         if dataset.qas is not None:
-            texts.update(_norm(qa.question) for qa in read_qas(dataset.qas))
+            texts.update(norm_text(qa.question) for qa in read_qas(dataset.qas))
     return texts
 
 
@@ -78,7 +78,7 @@ def training_text(root: Path, max_passage_chars: int = 1500) -> TrainingText:
         count = 0
         for item in items:
             text = getattr(item, "question", None) or item.text
-            key = _norm(text)
+            key = norm_text(text)
             if key in banned:
                 excluded += 1
                 continue
@@ -125,7 +125,8 @@ def _dpr_contexts(path: Path) -> Iterator[str]:
                     yield f"{ctx.get('title', '')} {ctx['text']}".strip()
 
 
-def _norm(text: str) -> str:
+def norm_text(text: str) -> str:
+    """How training and evaluation texts are compared: lower-cased, whitespace-normalised."""
     return " ".join(text.lower().split())
 
 

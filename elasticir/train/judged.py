@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from elasticir.train.corpora import default_cache, teacher_corpus_store
+from elasticir.train.groups import RankingGroup, clean_text
+
 __all__ = [
     "JUDGED_SOURCE",
     "JudgedData",
@@ -84,8 +87,10 @@ def split_queries(
     return train, held
 
 
-def judged_groups(spec: JudgedData, progress: bool = False) -> tuple[list[Any], dict[str, Any]]:
-    """``(groups, record)``: the :class:`~elasticir.train.ranker.RankingGroup` s of the
+def judged_groups(
+    spec: JudgedData, progress: bool = False
+) -> tuple[list[RankingGroup], dict[str, Any]]:
+    """``(groups, record)``: the :class:`~elasticir.train.groups.RankingGroup` s of the
     training folds' queries (see the module docstring) and what was used, with the training and
     held-out query ids. Queries with no passage judged at ``relevance`` or none below it give
     no group."""
@@ -93,7 +98,6 @@ def judged_groups(spec: JudgedData, progress: bool = False) -> tuple[list[Any], 
     from elasticir.data.datasets import get_dataset
     from elasticir.data.topics import read_topics
     from elasticir.data.trec import read_qrels
-    from elasticir.train.ranker import RankingGroup, _clean
 
     dataset = get_dataset(spec.dataset, root=spec.data_root)
     if dataset.qrels is None or dataset.queries is None or dataset.corpus is None:
@@ -131,15 +135,15 @@ def judged_groups(spec: JudgedData, progress: bool = False) -> tuple[list[Any], 
         if len(positives) > spec.per_query:
             rows = np.sort(rng.choice(len(positives), spec.per_query, replace=False))
             positives = [positives[int(i)] for i in rows]
-        texts = tuple(_clean(passages[d].encoder_text()) for d, _ in negatives)
+        texts = tuple(clean_text(passages[d].encoder_text()) for d, _ in negatives)
         grades = tuple(float(max(g, 0)) for _, g in negatives)
-        query = _clean(topics[qid])
+        query = clean_text(topics[qid])
         for doc, grade in positives:
             groups.append(
                 RankingGroup(
                     JUDGED_SOURCE,
                     query,
-                    _clean(passages[doc].encoder_text()),
+                    clean_text(passages[doc].encoder_text()),
                     texts,
                     (float(grade), *grades),
                 )
@@ -172,9 +176,8 @@ def _dense_top(
     ``corpus`` (its vectors encoded once into the training cache)."""
     import faiss
 
-    from elasticir.encoders.denser import ElasticDenser
     from elasticir.index.store import EmbeddingStore
-    from elasticir.train.projection import default_cache, teacher_corpus_store
+    from elasticir.models.denser import ElasticDenser
 
     assert spec.negatives_depth is not None
     teacher = ElasticDenser(spec.base_model, batch_size=32)

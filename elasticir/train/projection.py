@@ -7,7 +7,8 @@ For each target dimension ``d`` one matrix ``W`` ``(d, D)`` is fitted so that ra
   query and passage vectors), the best linear map for reconstruction;
 * then minimise ``KL(teacher || projected)`` of the softmax over ``score / tau``, per query,
   over its own mined top-k pool passages and every other batch query's (in-batch negatives):
-  the same listwise objective the elastic query encoder is trained with.
+  the same listwise objective the elastic query encoder is trained with
+  (:func:`elasticir.train.losses.listwise.listwise_kl`).
 
 With ``asymmetric`` queries get a matrix of their own, ``W_q``, fitted jointly with the
 passages' ``W`` from the same PCA start, and the score is ``normalize(W_q q) . normalize(W p)``.
@@ -49,15 +50,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from elasticir.encoders.projection import write_projections
+from elasticir.models.projection import write_projections
 from elasticir.progress import progress_bar
 from elasticir.train.config import TrainConfigFile, check_int
+from elasticir.train.core import torch_threads
+from elasticir.train.corpora import corpus_file, default_cache, file_sha256, teacher_corpus_store
+from elasticir.train.keys import digest
+from elasticir.train.losses.listwise import listwise_kl
+from elasticir.train.mining import mine_candidates
 
 __all__ = [
     "FittedProjection",
     "FittingData",
     "ProjectionTrainConfig",
     "corpus_file",
+    "default_cache",
     "file_sha256",
     "fit_projection",
     "fitting_data",
@@ -67,12 +74,6 @@ __all__ = [
     "top10_kept",
     "train_projection",
 ]
-
-
-def default_cache() -> Path:
-    import os
-
-    return Path(os.environ.get("ELASTICIR_CACHE", Path.home() / ".cache" / "elasticir"))
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,7 @@ def fitting_data(config: ProjectionTrainConfig, progress: bool = True) -> Fittin
 
 def train_projection(config: ProjectionTrainConfig, progress: bool = True) -> Path:
     """Fit one matrix per ``config.dims`` and write the projections file; returns its path."""
-    from elasticir.train.denser import _threads
-
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         fit_data = fitting_data(config, progress)
         distillation, corpora = fit_data.distillation, fit_data.corpora
         queries, passages = fit_data.queries, fit_data.passages
@@ -219,31 +218,13 @@ def _corpus_paths(config: ProjectionTrainConfig) -> list[tuple[str, Path]]:
     return [(name, corpus_file(name, config.data_root)) for name in config.corpora]
 
 
-def corpus_file(name: str, data_root: Path | None = None) -> Path:
-    """The corpus file of ``name``: a file as given, or the named dataset's corpus."""
-    import errno
-
-    from elasticir.data.datasets import get_dataset
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    if path.suffix or len(path.parts) > 1:  # meant as a file, not a dataset name
-        raise FileNotFoundError(errno.ENOENT, "corpus file not found", name)
-    dataset = get_dataset(name, root=data_root)
-    if dataset.corpus is None:
-        raise ValueError(f"dataset {name!r} has no corpus")
-    return Path(dataset.corpus)
-
-
 def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] | None:
     """The pool with ``config.corpora``'s passages added and every query's candidates mined
     again over it; None when there are no corpora."""
     if not config.corpora:
         return None
-    from elasticir.encoders.denser import ElasticDenser
     from elasticir.index.store import EmbeddingStore
-    from elasticir.train.denser import _digest, _mine
+    from elasticir.models.denser import ElasticDenser
 
     teacher = ElasticDenser(config.base_model, batch_size=32)
     if teacher.fingerprint != distillation.teacher_fingerprint:
@@ -258,41 +239,11 @@ def _corpus_pool(config, data, distillation, progress: bool) -> dict[str, Any] |
         keys.append(key)
     passages = np.concatenate(parts)
     queries = distillation.teacher_queries.cpu().numpy()
-    mined = _digest({"pool": distillation.keys, "corpora": keys, "k": data.candidates})
-    candidates = _mine(
+    mined = digest({"pool": distillation.keys, "corpora": keys, "k": data.candidates})
+    candidates = mine_candidates(
         queries, passages, data.candidates, cache / "candidates" / f"{mined}.npy", config.threads
     )
     return {"passages": torch.from_numpy(passages), "candidates": candidates, "counts": counts}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def teacher_corpus_store(teacher: Any, path: Path, cache: Path, progress: bool) -> tuple[str, Path]:
-    """``(key, store directory)`` of corpus file ``path`` encoded by ``teacher`` (an
-    ElasticDenser at full compute) under ``cache/corpora`` (resumable, encoded once)."""
-    from elasticir.index.store import encode_corpus
-    from elasticir.train.denser import _digest
-
-    key = _digest(  # the store's meta names the file's path: a moved copy gets its own
-        {
-            "teacher": teacher.fingerprint,
-            "max_length": teacher.passage_max_length,
-            "path": str(Path(path).resolve()),
-            "file": file_sha256(path),
-        }
-    )
-    store = cache / "corpora" / key
-    encode_corpus(path, store, teacher, shard_size=1024, progress=progress)
-    return key, store
 
 
 def fit_projection(
@@ -351,9 +302,7 @@ def fit_projection(
         mined = cand[index] if extra is None else torch.cat([cand[index], extra[index]], dim=1)
         pool = passages[torch.unique(mined)]
         q = queries[index]
-        teacher = F.log_softmax(q @ pool.T / temperature, dim=-1)
-        student = F.log_softmax(project(q, w[0]) @ project(pool, w[1]).T / temperature, dim=-1)
-        return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+        return listwise_kl(project(q, w[0]) @ project(pool, w[1]).T, q @ pool.T, temperature)
 
     before = _agreement(queries, passages, cand, held, pca, project)
     corpus_before = _corpus_agreement(queries, passages, held, pca, project)
