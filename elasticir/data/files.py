@@ -29,6 +29,7 @@ __all__ = [
     "STALE_SECONDS",
     "atomic_dir",
     "atomic_file",
+    "apply_umask",
     "check_writable",
     "writer_tag",
     "remove_dead_leftovers",
@@ -130,6 +131,13 @@ def _umask() -> int:
     mask = os.umask(0o022)  # elsewhere: the classic read, which sets it back at once
     os.umask(mask)
     return mask
+
+
+def apply_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a new file (or directory) gets under the process umask: for
+    files written by libraries that leave ``0600`` temporary files behind."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~_umask())
 
 
 @contextmanager

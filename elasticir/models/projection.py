@@ -245,5 +245,4 @@ def write_projections(
     }
     with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        tmp.chmod(0o644)
     return path

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 from elasticir.checks import check_int
 from elasticir.data.errors import InputFormatError
+from elasticir.data.manifest import MODEL_MANIFEST
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -21,11 +22,12 @@ __all__ = [
     "check_levels",
     "check_names",
     "check_training_output",
+    "read_config_file",
 ]
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 # What a training run puts in its output directory before it finishes (and after).
-_RUN_MARKS = ("elasticir.json", "checkpoint", "cache", "training-log.jsonl")
+_RUN_MARKS = (MODEL_MANIFEST, "checkpoint", "cache", "training-log.jsonl")
 
 
 def check_training_output(output: Path) -> None:
@@ -116,15 +118,12 @@ class TrainConfigFile:
     def from_json(cls: type[_Config], path: str | Path) -> _Config:
         """Read a config file written by :meth:`to_json` (any subset of the fields).
 
-        Relative paths inside are taken as written, i.e. relative to the working directory.
+        ``"extends": "other.json"`` (relative to this file) starts from that file's settings
+        and overrides them with this one's, so a run that differs from another by one setting
+        says only that. Relative paths inside are taken as written, i.e. relative to the
+        working directory.
         """
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise InputFormatError(path, err.lineno, "a JSON object of settings", err.msg) from err
-        if not isinstance(values, dict):
-            raise InputFormatError(path, None, "a JSON object of settings", type(values).__name__)
-        return cls.from_dict(values)
+        return cls.from_dict(read_config_file(path))
 
     def training_fields(self) -> dict[str, Any]:
         """The settings that decide the trained weights (not where or how fast it runs)."""
@@ -165,3 +164,26 @@ def check_names(field: str, values: object, known: tuple[str, ...] | list[str]) 
             f"known: {', '.join(known)}"
         )
     return names
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The settings of a config file, its ``"extends"`` chain resolved (later files win)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise InputFormatError(path, None, "an extends chain without a loop", chain)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputFormatError(path, err.lineno, "a JSON object of settings", err.msg) from None
+    if not isinstance(values, dict):
+        raise InputFormatError(path, None, "a JSON object of settings", type(values).__name__)
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise InputFormatError(path, None, '"extends": the path of another config', repr(base))
+    parent = path.parent / base
+    if not parent.is_file():
+        raise InputFormatError(path, None, f'"extends": an existing config ({parent})', base)
+    return {**read_config_file(parent, (*_seen, path.resolve())), **values}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from elasticir.data.manifest import MODEL_MANIFEST
 from elasticir.progress import progress_bar
 from elasticir.train.config import TrainConfigFile, check_training_output
 
@@ -150,7 +151,7 @@ def check_model_output(config: TrainConfigFile) -> None:
     if config.base_model is not None and Path(config.base_model).exists():
         if Path(config.base_model).resolve() == output.resolve():
             raise ValueError("the output directory is the base model's: choose another one")
-    if (output / "config.json").is_file() and not (output / "elasticir.json").is_file():
+    if (output / "config.json").is_file() and not (output / MODEL_MANIFEST).is_file():
         if not (output / "checkpoint").is_dir():
             raise ValueError(
                 f"{output} holds a model that this command did not write; choose another "
@@ -161,7 +162,7 @@ def check_model_output(config: TrainConfigFile) -> None:
 def finished_key(output: Path) -> str | None:
     """The training key of the finished model in ``output`` (None when there is none yet);
     raises when ``output`` holds a model that was not trained here."""
-    manifest = output / "elasticir.json"
+    manifest = output / MODEL_MANIFEST
     if not manifest.is_file():
         return None
     training = json.loads(manifest.read_text(encoding="utf-8")).get("training")

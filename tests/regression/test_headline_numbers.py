@@ -55,3 +55,25 @@ def test_nq_open_bm25(require_dataset, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_nq_open_dense(require_dataset, tmp_path: Path) -> None:
     _check(_nq(require_dataset, tmp_path, "flat"), NQ_DENSE)
+
+
+# results/rerank.md, "dl19 BM25 top-100 (shipped run)": bi-encoder scores (reference)
+DL19_BM25_BIENCODER = {"nDCG@10": 0.6418, "RR(rel=2)@10": 0.7560, "R(rel=2)@100": 0.4910}
+
+
+@pytest.mark.slow
+def test_dl19_bm25_top100_reranked_by_the_biencoder(require_dataset) -> None:
+    dl19 = require_dataset("msmarco-dl19")
+    result = api.rerank(
+        api.RerankConfig(
+            run=dl19.runs["bm25"],
+            topics=dl19.queries,
+            corpus=dl19.corpus,
+            stages=(api.parse_rerank_stage("biencoder"),),
+            depth=100,
+            progress=False,
+        )
+    )
+    assert result.reports["biencoder"]["pairs scored"] == 4300
+    measured = api.evaluate_run(result.run, qrels=dl19.qrels, measures=TREC_DL_MEASURES)
+    _check(measured, DL19_BM25_BIENCODER)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from elasticir.data.errors import InputFormatError, MissingResourceError
-from elasticir.data.files import atomic_file
+from elasticir.data.manifest import write_json
 from elasticir.models.dipair.config import DiPairConfig, check_lengths, resolve_config
 from elasticir.models.dipair.encoding import EncodedTexts, encoder_token_outputs
 from elasticir.models.dipair.files import (
@@ -348,7 +348,5 @@ class DiPair:
             "encoder": spec,
             "training": dict(training) if training is not None else None,
         }
-        with atomic_file(path / MANIFEST_FILE) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            tmp.chmod(0o644)
+        write_json(path / MANIFEST_FILE, manifest)
         return path

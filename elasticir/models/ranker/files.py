@@ -21,7 +21,8 @@ from typing import Any
 
 from elasticir.compute.levels import Level
 from elasticir.data.errors import InputFormatError
-from elasticir.data.files import atomic_file
+from elasticir.data.files import apply_umask
+from elasticir.data.manifest import MODEL_MANIFEST, write_json
 from elasticir.models.elastic import default_levels, level_menu
 from elasticir.models.ranker.net import (
     CLASSIFIER_DESCRIPTION,
@@ -38,7 +39,7 @@ KIND = "elastic-ranker"
 def read_manifest(model_path: str) -> dict[str, Any]:
     """A ranker directory's ``elasticir.json``; ``{}`` when there is none or it describes
     another kind of model (an ElasticDenser checkpoint, say)."""
-    path = Path(model_path) / "elasticir.json"
+    path = Path(model_path) / MODEL_MANIFEST
     if not path.is_file():
         return {}
     try:
@@ -56,7 +57,7 @@ def manifest_levels(manifest: dict[str, Any], path: str, config: Any) -> tuple[L
     raw = manifest.get("levels")
     if raw is None:
         return default_levels(config)
-    where = Path(path) / "elasticir.json"
+    where = Path(path) / MODEL_MANIFEST
     if not isinstance(raw, list) or not all(isinstance(spec, str) for spec in raw):
         raise InputFormatError(where, None, '"levels": a list of level strings', got=repr(raw))
     try:
@@ -84,7 +85,7 @@ def write_ranker(
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "elasticir.json").unlink(missing_ok=True)
+    (out / MODEL_MANIFEST).unlink(missing_ok=True)
     staging = out / f".tmp-ranker.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -101,7 +102,7 @@ def write_ranker(
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
         for item in staging.iterdir():
-            item.chmod(0o644)  # some writers leave 0600 temporary files
+            apply_umask(item)  # some writers leave 0600 temporary files
             os.replace(item, out / item.name)
     finally:
         net.train(was_training)
@@ -122,7 +123,5 @@ def write_ranker(
         manifest["source_model"] = source_model
     if training is not None:
         manifest["training"] = training
-    with atomic_file(out / "elasticir.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o644)
+    write_json(out / MODEL_MANIFEST, manifest)
     return out

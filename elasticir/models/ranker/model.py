@@ -23,6 +23,7 @@ import torch
 from elasticir.compute.exits import ExitPolicy, FixedLevel, Policy, parse_policy, skipped_scores
 from elasticir.compute.levels import FULL, Level
 from elasticir.data.errors import InputFormatError, MissingResourceError
+from elasticir.data.manifest import MODEL_MANIFEST
 from elasticir.models.denser import PRECISIONS
 from elasticir.models.elastic import level_flops, level_menu, sub_network
 from elasticir.models.loading import quiet_loading, resolve_model_path
@@ -81,7 +82,7 @@ class ElasticRanker:
         head = exits_entry.get("kind", "cls") if isinstance(exits_entry, dict) else "cls"
         if head not in HEADS:
             raise InputFormatError(
-                Path(path) / "elasticir.json", None, f'"exits.kind": one of {HEADS}', got=head
+                Path(path) / MODEL_MANIFEST, None, f'"exits.kind": one of {HEADS}', got=head
             )
         net = RankerNet(encoder, head=head)
         net.init_exits_(path)  # deterministic, also for the parts a file does not hold

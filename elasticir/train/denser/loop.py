@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from elasticir.compute.levels import FULL, Level
-from elasticir.data.files import atomic_file
+from elasticir.data.manifest import MODEL_MANIFEST, write_json
 from elasticir.models.elastic import Importance, level_menu
 from elasticir.train.checkpoint import Checkpoint
 from elasticir.train.core import (
@@ -227,6 +227,4 @@ def _write_model(
             "final_losses": _final_losses(history, config.steps),
         },
     }
-    with atomic_file(output / "elasticir.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o644)  # like the files save_pretrained writes (a temporary file is 0600)
+    write_json(output / MODEL_MANIFEST, manifest)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from elasticir.data.files import atomic_file
+from elasticir.data.manifest import MODEL_MANIFEST
 from elasticir.models.dipair import DiPair, DiPairHead
 from elasticir.train.config import check_training_output
 from elasticir.train.core import (
@@ -77,7 +78,7 @@ def train_dipair(
     """
     output = config.output
     check_training_output(output)
-    if (output / "config.json").is_file() and not (output / "elasticir.json").is_file():
+    if (output / "config.json").is_file() and not (output / MODEL_MANIFEST).is_file():
         raise ValueError(f"{output} holds a model this command did not write; choose another")
     with torch_threads(config.threads):
         encoder = base_encoder(config)

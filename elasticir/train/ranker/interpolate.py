@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from elasticir.data.manifest import MODEL_MANIFEST
 from elasticir.models.ranker import write_ranker
 from elasticir.train.core import torch_threads
 from elasticir.train.ranker.config import RankerTrainConfig
@@ -74,7 +75,7 @@ def interpolate_ranker(
         values["cache"] = str(cache)
     config = RankerTrainConfig.from_dict(values)
     trained = ElasticRanker(source, device="cpu")
-    if (out / "elasticir.json").is_file():
+    if (out / MODEL_MANIFEST).is_file():
         done = read_manifest(str(out)).get("training", {}).get("interpolation") or {}
         if done.get("alpha") == alpha and done.get("trained_fingerprint") == trained.fingerprint:
             return out  # already written by the same request
