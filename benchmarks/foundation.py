@@ -400,7 +400,7 @@ NOTES = [
     "## Reading the numbers",
     "",
     "- Dense quality is the same computation as the peer: identical nDCG@10 on DL19 and "
-    "top-k on NQ (the peer's RR@10 differs in the 4th decimal from float ties).",
+    "top-k on NQ (RR@10 can differ in the 4th decimal where float ties break differently).",
     "- The throughput gain is batching, not arithmetic: texts are tokenized once and sorted "
     "by token length, so a batch pads only to its own longest text; the peer sorts by "
     "character length. Same fp32 kernels, same vectors (cosine 1.000000).",
