@@ -17,8 +17,7 @@ once into ``cache/bm25``) are fused by min-max score interpolation
 cosine``), and the group is the fused top ``depth`` with the fused scores as teacher. The
 ranker is then also taught the lexical evidence the bi-encoder misses, from the same two kinds
 of first stage the benchmark reranks (BM25 here over the anchor corpus alone), so no other
-model is involved. On the DL19 benchmark this teacher did worse than the bi-encoder alone
-(``results/rerank-fused.md``).
+model is involved. How it compares with the bi-encoder alone: docs/experiments/reranking.md.
 
 Only passage texts of the corpus are read (as ``elasticir train denser`` and ``train
 projection --corpus`` do), never its queries or judgements. The sampled query ids are recorded

@@ -1,5 +1,6 @@
 """The training loop's shared parts: device, threads, the optimiser step and its
-schedule, seeded batches, the progress bar, and the checks of a run's output directory.
+schedule, the step loop itself (:func:`run_steps`), seeded batches, the progress bar, and the
+checks of a run's output directory.
 
 Every trainer (``elasticir.train.denser``, ``.ranker``, ``.dipair``, ``.projection``) uses
 these; the resumable state itself is :class:`elasticir.train.checkpoint.Checkpoint`, and the
@@ -9,10 +10,11 @@ keys of runs and caches are :mod:`elasticir.train.keys`.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ __all__ = [
     "lr_schedule",
     "mark_trainable",
     "optimizer_step",
+    "run_steps",
     "shuffled_rows",
     "torch_threads",
     "training_bar",
@@ -98,6 +101,53 @@ def optimizer_step(
     optimizer.step()
     scheduler.step()
     return lr
+
+
+Record = TypeVar("Record")
+
+
+def run_steps(
+    step_fn: Callable[[int], Record],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    parameters: list[torch.nn.Parameter],
+    max_grad_norm: float | None,
+    *,
+    steps: int,
+    checkpoint_every: int,
+    save: Callable[[int, float, list[dict[str, Any]]], None],
+    step: int,
+    seconds: float,
+    history: list[dict[str, Any]],
+    show: Callable[[int, Record], None],
+    on_step: Callable[[int, Record], None] | None = None,
+    tag: dict[str, Any] | None = None,
+) -> float:
+    """The optimizer steps ``step + 1 .. steps`` of a run resumed at ``step`` (0: a new one)
+    with ``seconds`` and ``history`` so far; returns the run's seconds, ``history`` extended.
+
+    Each step: ``zero_grad``, ``step_fn(step)`` (the trainer's body: its batch, its losses and
+    their ``backward``, returning the step's record of losses), the clipped optimizer step and
+    its schedule (:func:`optimizer_step`), then ``{**tag, "step", "lr", "losses": record}``
+    appended to ``history``, ``show(step, record)``, ``save(step, seconds, history)`` every
+    ``checkpoint_every`` steps and after the last, and last ``on_step(step, record)`` (so an
+    exception from it stops the run after that step's checkpoint, as a kill would).
+    ``seconds`` count the steps only, not the saving nor the callbacks.
+    """
+    while step < steps:
+        started = time.perf_counter()
+        step += 1
+        optimizer.zero_grad(set_to_none=True)
+        record = step_fn(step)
+        lr = optimizer_step(optimizer, scheduler, parameters, max_grad_norm)
+        seconds += time.perf_counter() - started
+        history.append({**(tag or {}), "step": step, "lr": lr, "losses": record})
+        show(step, record)
+        if step % checkpoint_every == 0 or step == steps:
+            save(step, seconds, history)
+        if on_step is not None:
+            on_step(step, record)
+    return seconds
 
 
 def shuffled_rows(

@@ -12,18 +12,14 @@ For each target dimension ``d`` one matrix ``W`` ``(d, D)`` is fitted so that ra
 
 With ``asymmetric`` queries get a matrix of their own, ``W_q``, fitted jointly with the
 passages' ``W`` from the same PCA start, and the score is ``normalize(W_q q) . normalize(W p)``.
-On held-out training queries of the default space it fits the full ranking better (128-d KL
-0.125 -> 0.107, top-10 kept 0.758 -> 0.763), but on the evaluation sets it did not pay:
-DL19 nDCG@10 at 128-d fell from 0.625 to 0.609 with the base model's queries, NQ top-1 stayed
-0.897 (``results/denser-focus-asym.md``). So the default, and the shipped projections, stay
+It fits the training queries' full ranking better but did not pay on the evaluation sets
+(docs/experiments/elastic-denser.md), so the default, and the shipped projections, stay
 symmetric: one matrix for both sides.
 
 With ``student_negatives`` each query also meets the passages that the projection being fitted
 ranks highest over the whole pool (its own mistakes, re-mined as it learns), which teacher-mined
-and in-batch passages rarely include. On held-out training queries it kept no more of the full
-model's top 10 over the ~43k passages at 128 dims (0.744 either way; temperatures 0.02 and 0.1
-and unnormalised projected vectors did no better, ``results/projection-fit.md``), so it is off
-by default.
+and in-batch passages rarely include. It kept no more of the full model's top 10 on held-out
+training queries (docs/experiments/elastic-denser.md), so it is off by default.
 
 The data are the teacher vectors ``elasticir train denser`` uses (the unlabelled training
 queries and the passage pool, see :func:`elasticir.train.denser.prepare_distillation`), read

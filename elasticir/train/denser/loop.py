@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from elasticir.train.core import (
     check_model_output,
     lr_schedule,
     mark_trainable,
-    optimizer_step,
+    run_steps,
     torch_threads,
     training_bar,
 )
@@ -92,25 +92,32 @@ def _train(
     )
     step, seconds, history = checkpoint.resume(model, optimizer, scheduler)
     plan = level_plan(config, menu)
+
+    def one_step(step: int) -> dict[str, dict[str, float]]:
+        rows = distillation.batch(step)
+        record: dict[str, dict[str, float]] = {}
+        for level in plan(step):
+            loss = distillation.losses(model, rows, level)
+            loss.total.backward()
+            record[str(level)] = loss.values()
+        return record
+
     with training_bar(progress, config.steps, step) as show:
-        while step < config.steps:
-            started = time.perf_counter()
-            step += 1
-            rows = distillation.batch(step)
-            optimizer.zero_grad(set_to_none=True)
-            record: dict[str, dict[str, float]] = {}
-            for level in plan(step):
-                loss = distillation.losses(model, rows, level)
-                loss.total.backward()
-                record[str(level)] = loss.values()
-            lr = optimizer_step(optimizer, scheduler, parameters, config.max_grad_norm)
-            seconds += time.perf_counter() - started
-            history.append({"step": step, "lr": lr, "losses": record})
-            show(step, record)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint.save(model, optimizer, scheduler, step, seconds, history)
-            if on_step is not None:
-                on_step(step, record)
+        seconds = run_steps(
+            one_step,
+            optimizer,
+            scheduler,
+            parameters,
+            config.max_grad_norm,
+            steps=config.steps,
+            checkpoint_every=config.checkpoint_every,
+            save=partial(checkpoint.save, model, optimizer, scheduler),
+            step=step,
+            seconds=seconds,
+            history=history,
+            show=show,
+            on_step=on_step,
+        )
     _write_model(config, distillation, model, importance, menu, seconds, history)
     shutil.rmtree(checkpoint.path.parent, ignore_errors=True)
     return config.output

@@ -32,7 +32,7 @@ class DiPairTrainConfig(TrainConfigFile):
     ``dropout``, ``query_max_length``, ``passage_max_length``, ``residual`` (see
     :class:`~elasticir.models.dipair.DiPairConfig`; on by default here: with this little data
     the plain head ranks held-out queries near chance, the residual one keeps the bi-encoder's
-    ranking and corrects it, results/rerank.md). Data: ``sources`` (names of
+    ranking and corrects it; docs/experiments/reranking.md). Data: ``sources`` (names of
     :data:`SOURCES`; None = all), ``max_groups`` per source (seeded sample; None = all),
     ``max_passages`` kept per group (positives first, a seeded sample of the rest),
     ``group_size`` passages per group per step, ``batch_size`` groups per step. Stage 1 runs

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from elasticir.train.core import (
     already_finished,
     lr_schedule,
     mark_trainable,
-    optimizer_step,
+    run_steps,
     torch_threads,
     training_bar,
 )
@@ -164,36 +164,37 @@ def _run_stage(
     head.train()
     model.eval()  # the encoder runs without dropout; in stage 1 it does not run at all
     encoder = model if end_to_end else None
-    while step < steps:
-        started = time.perf_counter()
-        step += 1
+
+    def one_step(step: int) -> dict[str, float]:
         torch.manual_seed(
             int(np.random.default_rng([config.seed, 307, stage, step]).integers(2**62))
         )
         batch = data.batch(stage, step)
-        optimizer.zero_grad(set_to_none=True)
         losses = data.losses(head, batch, encoder)
         losses["total"].backward()
-        lr = optimizer_step(optimizer, scheduler, parameters, config.max_grad_norm)
-        seconds += time.perf_counter() - started
-        record = {name: float(value.item()) for name, value in losses.items()}
-        history.append({"stage": stage, "step": step, "lr": lr, "losses": record})
+        return {name: float(value.item()) for name, value in losses.items()}
+
+    def show_stage(step: int, record: dict[str, float]) -> None:
         show(_global_step(config, stage, step), {f"stage{stage}": record})
-        if step % config.checkpoint_every == 0 or step == steps:
-            _save_checkpoint(
-                checkpoint,
-                data,
-                head,
-                model if end_to_end else None,
-                optimizer,
-                scheduler,
-                stage,
-                step,
-                seconds,
-                history,
-            )
-        if on_step is not None:
-            on_step(stage, step, record)
+
+    seconds = run_steps(
+        one_step,
+        optimizer,
+        scheduler,
+        parameters,
+        config.max_grad_norm,
+        steps=steps,
+        checkpoint_every=config.checkpoint_every,
+        save=partial(
+            _save_checkpoint, checkpoint, data, head, encoder, optimizer, scheduler, stage
+        ),
+        step=step,
+        seconds=seconds,
+        history=history,
+        show=show_stage,
+        on_step=None if on_step is None else partial(on_step, stage),
+        tag={"stage": stage},
+    )
     for parameter in trained:
         parameter.requires_grad_(False)
     head.eval()

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from elasticir.train.core import (
     check_model_output,
     choose_device,
     lr_schedule,
-    optimizer_step,
+    run_steps,
     torch_threads,
     training_bar,
 )
@@ -142,29 +142,36 @@ def _train(
     )
     step, seconds, history = checkpoint.resume(net, optimizer, scheduler)
     plan = width_plan(config, widths)
+
+    def one_step(step: int) -> dict[str, dict[str, float]]:
+        batch = groups.batch(step)
+        tensors = batch_tensors(batch, tokenizer, config, device, types)
+        record: dict[str, dict[str, float]] = {}
+        reference = None
+        for width in plan(step):
+            loss = group_losses(net, tensors, batch, width, config, reference)
+            loss.total.backward()
+            if width == 100:
+                reference = loss.deepest_scores.detach()
+            record[f"W{width}"] = loss.values()
+        return record
+
     with training_bar(progress, config.steps, step) as show:
-        while step < config.steps:
-            started = time.perf_counter()
-            step += 1
-            batch = groups.batch(step)
-            tensors = batch_tensors(batch, tokenizer, config, device, types)
-            optimizer.zero_grad(set_to_none=True)
-            record: dict[str, dict[str, float]] = {}
-            reference = None
-            for width in plan(step):
-                loss = group_losses(net, tensors, batch, width, config, reference)
-                loss.total.backward()
-                if width == 100:
-                    reference = loss.deepest_scores.detach()
-                record[f"W{width}"] = loss.values()
-            lr = optimizer_step(optimizer, scheduler, parameters, config.max_grad_norm)
-            seconds += time.perf_counter() - started
-            history.append({"step": step, "lr": lr, "losses": record})
-            show(step, record)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint.save(net, optimizer, scheduler, step, seconds, history)
-            if on_step is not None:
-                on_step(step, record)
+        seconds = run_steps(
+            one_step,
+            optimizer,
+            scheduler,
+            parameters,
+            config.max_grad_norm,
+            steps=config.steps,
+            checkpoint_every=config.checkpoint_every,
+            save=partial(checkpoint.save, net, optimizer, scheduler),
+            step=step,
+            seconds=seconds,
+            history=history,
+            show=show,
+            on_step=on_step,
+        )
     classifier_stats = None
     if config.exit_holdout and groups.holdout:
         classifier_stats = fit_exit_classifier(net, tokenizer, groups, widths, config, device)
