@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from elasticir.cli import calibrate, fuse, index, quickstart, rerank, search, train
+from elasticir.cli import calibrate, fuse, index, models, quickstart, rerank, search, train
 from elasticir.cli import eval as eval_command
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("calibrate")(calibrate.main)
 app.command("eval")(eval_command.main)
 app.command("fuse")(fuse.main)
 app.command("quickstart")(quickstart.main)
+app.command("models")(models.main)
 app.add_typer(train.app, name="train")
 
 

@@ -39,6 +39,12 @@ def main(
     precision: str = typer.Option(
         "fp32", help="fp32, or bf16 autocast: the precision the policy will be used at"
     ),
+    first_stage: str = typer.Option(
+        None,
+        "--first-stage",
+        help="What made the run (e.g. 'elastic-minilm full, top-100 of the DL21 pool'), "
+        "recorded in the file: a rank-aware policy holds for that kind of first stage only",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
 ) -> None:
     """Pick the most aggressive early-exit threshold whose nDCG@10 drop stays within delta.
@@ -80,8 +86,9 @@ def main(
     texts = {d: p.encoder_text() for d, p in found.items()}
     judged = read_qrels(qrels) if qrels is not None else None
     data = calibration_queries(candidates, queries, texts, judged, depth=depth)
+    ranker = ElasticRanker(model, precision=precision)
     result = calibrate(
-        ElasticRanker(model, precision=precision),
+        ranker,
         data,
         PolicyFamily(family, min_layer),
         delta,
@@ -91,7 +98,13 @@ def main(
         progress=not quiet,
     )
     with atomic_file(output) as tmp:
-        written = {**result.to_dict(), "precision": precision}
+        written = {
+            **result.to_dict(),
+            "precision": precision,
+            "model": {"name": Path(model).name, "fingerprint": ranker.fingerprint},
+            "first_stage": first_stage or f"the run {run.name}",
+            "depth": depth,
+        }
         tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     fitted = f" (exit weights fitted on {result.fit_queries} others)" if result.fit_queries else ""
     spec = result.policy.spec if len(result.policy.spec) <= 60 else result.policy.spec[:57] + "..."

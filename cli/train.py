@@ -529,3 +529,77 @@ def interpolate(
         model, alpha, output, data_root=data, cache=cache, threads=threads, progress=not quiet
     )
     typer.echo(f"model: {path}")
+
+
+@app.command("export")
+@reports_errors
+def export(
+    model: Path = typer.Argument(
+        ..., help="A trained model directory (denser, ranker or DiPair)", file_okay=False
+    ),
+    name: str = typer.Option(..., "--name", help="Short name it ships as (elastic-minilm)"),
+    card: Path = typer.Option(
+        ...,
+        "--card",
+        help="Card spec JSON: summary, trained_on, commands, device, wall_time (and "
+        "never_saw); see configs/ship/",
+        exists=True,
+        dir_okay=False,
+    ),
+    evaluation: Path = typer.Option(
+        None,
+        help="Results JSON whose 'models' entry for NAME gives the card's evaluation rows",
+        exists=True,
+        dir_okay=False,
+    ),
+    calibration: list[str] = typer.Option(
+        [], help="NAME=FILE: a calibration shipped with a ranker (repeatable)"
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Folder of shipped models (default: elasticir/shipped of this package)",
+    ),
+    data: Path = typer.Option(None, help="Data folder whose paths the card shows relative"),
+) -> None:
+    """Write a trained model as a compact shipped model: only the tensors that differ from
+    the base model (large ones as float16), its small files, a card (JSON and Markdown),
+    its calibrations and SHA256SUMS. The folder is rebuilt and checked before it replaces
+    an earlier export of the same name."""
+    import json
+
+    from elasticir.data.datasets import data_root
+    from elasticir.models.shipped import SHIPPED_ROOT
+    from elasticir.train.card import build_card, card_markdown
+    from elasticir.train.export import export_model
+
+    if not (model / "elasticir.json").is_file():
+        raise ValueError(f"{model}: not a finished model directory (no elasticir.json)")
+    calibrations: dict[str, Path] = {}
+    for item in calibration:
+        key, sep, file = item.partition("=")
+        if not sep or not key or not Path(file).is_file():
+            raise ValueError(f"--calibration {item!r}: expected NAME=FILE with FILE existing")
+        calibrations[key] = Path(file)
+    spec = json.loads(card.read_text(encoding="utf-8"))
+    results = None
+    if evaluation is not None:
+        found = json.loads(evaluation.read_text(encoding="utf-8")).get("models", {}).get(name)
+        if found is None:
+            raise ValueError(f"{evaluation}: no 'models' entry for {name}")
+        results = {**found, "source": evaluation.as_posix()}
+    cals = {k: json.loads(v.read_text(encoding="utf-8")) for k, v in calibrations.items()}
+    built = build_card(model, name, spec, results, cals)
+    root = output or SHIPPED_ROOT
+    path = export_model(
+        model,
+        root / name,
+        built,
+        card_markdown(built),
+        calibrations=calibrations,
+        data_root=(data or data_root()).resolve(),
+        repo_root=Path.cwd().resolve(),
+    )
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    typer.echo(f"shipped model {name}: {path} ({size / 1e6:.1f} MB)")

@@ -1,18 +1,32 @@
-"""The quickstart: index -> search -> evaluate, dense and BM25 and their fusion, on nq-open.
+"""The quickstart: one index, every query level of the shipped ElasticDenser, and the shipped
+rerankers (DiPair, ElasticRanker at full and under its calibrated policy) on a query sample.
 
-Runs on the shared data folder when it is there, otherwise on the tiny sample shipped in the
-package (and says how to get real data).
+Everything is measured in the same run, so the latency and throughput columns are ratios to
+full compute on this machine: single-query latency per level (the levels interleaved query by
+query, so a noisy neighbour hits them alike), pairs/s per reranker. Quality is on every query
+for the levels, on a seeded sample for the reranking rows (the table says how many). A PNG of
+quality against per-query latency is written next to the runs. Runs on the shared data folder
+when it is there, otherwise on the tiny sample shipped in the package (and says how to get
+real data).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from elasticir import api
 from elasticir.data.datasets import Dataset, data_root, get_dataset, sample_dataset
 from elasticir.data.errors import MissingResourceError
+from elasticir.data.files import atomic_file
+from elasticir.data.topics import read_topics
 from elasticir.data.trec import write_run
 
 NO_DATA_HINT = (
@@ -21,16 +35,39 @@ NO_DATA_HINT = (
     "or set ELASTICIR_DATA=/path/to/data (it holds msmarco-dl19/, nq-open/, topics/)."
 )
 
+QUICKSTART_DATASETS = ("nq-open", "msmarco-dl19", "sample")
+DENSE_MODEL = "elastic-minilm"
+RANKER_MODEL = "ranker-minilm"
+DIPAIR_MODEL = "dipair-minilm"
+POLICY = "rank"  # the shipped calibration the policy row uses
 
-@dataclass(frozen=True)
+
+@dataclass
+class QuickstartRow:
+    """One system: its quality, and its cost measured in this run."""
+
+    system: str
+    compute: str
+    queries: int  # how many queries the quality is over
+    quality: dict[str, float]
+    latency_ms: float | None = None  # median single-query latency (dense levels)
+    latency_ratio: float | None = None  # latency_ms / full level's
+    pairs_per_s: float | None = None  # reranking throughput
+    speedup: float | None = None  # pairs/s over the full ranker's
+    flops: float | None = None  # level FLOPs vs full
+    per_query_ms: float | None = None  # first stage + reranking, for the plot
+
+
+@dataclass
 class QuickstartResult:
     dataset: str
-    rows: dict[str, dict[str, float]]  # system -> measure -> value
+    rows: list[QuickstartRow]
     runs: dict[str, Path]
     used_sample: bool
-
-
-QUICKSTART_DATASETS = ("nq-open", "msmarco-dl19", "sample")
+    rerank_queries: int = 0
+    depth: int = 0
+    plot: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def choose_dataset(name: str = "nq-open", data_dir: Path | None = None) -> tuple[Dataset, bool]:
@@ -60,62 +97,247 @@ def choose_dataset(name: str = "nq-open", data_dir: Path | None = None) -> tuple
     return get_dataset(name, root=root), False
 
 
+def _measures(dataset: Dataset) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(ir_measures names, answer-accuracy ks) shown for ``dataset``."""
+    if dataset.qas is not None:
+        return ("nDCG@10", "RR@10"), (1, 5, 20)
+    return ("nDCG@10", "RR(rel=2)@10"), ()
+
+
+def _quality(run: api.Run, dataset: Dataset) -> dict[str, float]:
+    """The shown measures over the queries ``run`` answers (a sample is scored over itself)."""
+    from elasticir.data.trec import read_qrels
+    from elasticir.eval.measures import evaluate
+    from elasticir.eval.qa import answer_accuracy, passage_texts
+
+    measures, ks = _measures(dataset)
+    qrels = {q: d for q, d in read_qrels(dataset.qrels).items() if q in run}
+    found = dict(evaluate(run, qrels, measures))
+    if dataset.qas is not None:
+        from elasticir.data.corpus import load_passages
+        from elasticir.data.topics import read_qas
+
+        topics = [q for q in read_topics(dataset.queries) if q.query_id in run]
+        asked = {q.text.strip() for q in topics}
+        qas = [p for p in read_qas(dataset.qas) if p.question.strip() in asked]
+        texts = passage_texts(
+            load_passages(dataset.corpus, {d for r in run.values() for d in r}).values()
+        )
+        found.update(answer_accuracy(run, qas, texts, ks=ks, topics=topics))
+    keep = list(measures) + [f"Top{k}" for k in ks]
+    return {m: found[m] for m in keep if m in found}
+
+
 def run_quickstart(
     dataset: Dataset,
     *,
     index_root: Path = Path("indexes"),
     runs_root: Path = Path("runs"),
     k: int = 100,
+    rerank_queries: int = 50,
+    depth: int = 20,
+    latency_queries: int = 40,
     progress: bool = True,
     used_sample: bool = False,
+    say: Callable[[str], None] = print,
 ) -> QuickstartResult:
-    """Dense (flat), BM25 and RRF hybrid over ``dataset``; returns their measures.
+    """Index ``dataset`` once with the shipped ElasticDenser's passage space, search it at
+    every level, rerank a sample with the shipped rerankers; return the rows (see the module
+    docstring). The quickstart's own index is rebuilt on every run (``overwrite``)."""
+    from elasticir.compute.flops import flops_ratio
+    from elasticir.models.denser import ElasticDenser
+    from elasticir.pipeline import DenseRetrieval
 
-    The quickstart's own index directories are rebuilt on every run (``overwrite``).
-    """
     if dataset.corpus is None or dataset.queries is None:
         raise ValueError(f"dataset {dataset.name!r} has no corpus or queries to run on")
-    encoder = api.load_encoder()
-    dense_dir = index_root / f"{dataset.name}-minilm-flat"
-    bm25_dir = index_root / f"{dataset.name}-bm25"
+    say(f"loading the shipped models ({DENSE_MODEL}, {RANKER_MODEL}, {DIPAIR_MODEL})")
+    encoder = ElasticDenser(DENSE_MODEL)
+    index_dir = index_root / f"{dataset.name}-{DENSE_MODEL}"
+    say(f"indexing {dataset.corpus.name} of {dataset.name} into {index_dir}")
     api.build_index(
-        api.IndexConfig(corpus=dataset.corpus, output=dense_dir, progress=progress, overwrite=True),
+        api.IndexConfig(corpus=dataset.corpus, output=index_dir, progress=progress, overwrite=True),
         encoder,
     )
-    api.build_index(
-        api.IndexConfig(
-            corpus=dataset.corpus,
-            output=bm25_dir,
-            index_type=api.BM25,
-            progress=progress,
-            overwrite=True,
-        )
-    )
+    queries = read_topics(dataset.queries)
+    dense = DenseRetrieval(index_dir, encoder, k=k)
+    levels = [str(level) for level in encoder.levels]
+    flops = {str(lv): flops_ratio(encoder.model.config, lv) for lv in encoder.levels}
     runs: dict[str, Path] = {}
-    results: dict[str, dict[str, float]] = {}
-    for system, index_dir in (("dense", dense_dir), ("bm25", bm25_dir)):
-        path = runs_root / f"{dataset.name}-{system}.trec"
-        run = api.search(
-            api.SearchConfig(index=index_dir, topics=dataset.queries, output=path, k=k, tag=system),
-            encoder if system == "dense" else None,
+    rows: list[QuickstartRow] = []
+    say(f"searching {len(queries)} queries at {len(levels)} levels: {', '.join(levels)}")
+    for level in levels:
+        run = dense(queries, compute=level).run
+        path = runs_root / f"{dataset.name}-dense-{level}.trec"
+        write_run(path, run, tag=f"{DENSE_MODEL}-{level}", k=k)
+        runs[f"dense {level}"] = path
+        rows.append(
+            QuickstartRow(
+                f"dense {level}",
+                level,
+                len(queries),
+                _quality(run, dataset),
+                flops=flops.get(level),
+            )
         )
-        runs[system] = path
-        results[system] = _measure(run, dataset)
-    hybrid = api.fuse_runs([runs["dense"], runs["bm25"]], "rrf", k=k)
-    runs["hybrid-rrf"] = runs_root / f"{dataset.name}-hybrid-rrf.trec"
-    write_run(runs["hybrid-rrf"], hybrid, tag="hybrid-rrf", k=k)
-    results["hybrid-rrf"] = _measure(hybrid, dataset)
-    return QuickstartResult(dataset.name, results, runs, used_sample)
-
-
-def _measure(run: api.Run, dataset: Dataset) -> dict[str, float]:
-    measures = ("nDCG@10", "RR@10", "R@100") if dataset.name != "msmarco-dl19" else dataset.measures
-    return api.evaluate_run(
-        run,
-        qrels=dataset.qrels,
-        measures=measures,
-        qas=dataset.qas,
-        corpus=dataset.corpus if dataset.qas else None,
-        topics=dataset.queries,
-        ks=(1, 5, 20),
+    latency = _latencies(dense, queries, levels, latency_queries)
+    full_ms = latency["full"]
+    for row in rows:
+        row.latency_ms = latency[row.compute]
+        row.latency_ratio = row.latency_ms / full_ms
+        row.per_query_ms = row.latency_ms
+    sample = _sample(queries, rerank_queries)
+    rerank_rows, notes = _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say)
+    for row in rerank_rows:
+        row.per_query_ms = full_ms + depth / row.pairs_per_s * 1000 if row.pairs_per_s else None
+    result = QuickstartResult(
+        dataset.name, rows + rerank_rows, runs, used_sample, len(sample), depth, notes=notes
     )
+    result.plot = _plot(result, runs_root / f"{dataset.name}-quickstart.png")
+    summary = runs_root / f"{dataset.name}-quickstart.json"
+    with atomic_file(summary) as tmp:
+        tmp.write_text(json.dumps(_as_json(result), indent=2) + "\n", encoding="utf-8")
+    runs["summary"] = summary
+    return result
+
+
+def _latencies(dense, queries, levels: list[str], count: int) -> dict[str, float]:
+    """Median single-query latency (ms) per level over ``count`` queries, the levels taken in
+    turn for each query (after one warm-up call per level)."""
+    chosen = _sample(queries, count)
+    for level in levels:
+        dense(chosen[:1], compute=level)
+    times: dict[str, list[float]] = {level: [] for level in levels}
+    for query in chosen:
+        for level in levels:
+            start = time.perf_counter()
+            dense([query], compute=level)
+            times[level].append((time.perf_counter() - start) * 1000)
+    return {level: statistics.median(values) for level, values in times.items()}
+
+
+def _sample(queries: list, count: int) -> list:
+    if count >= len(queries):
+        return list(queries)
+    return sorted(random.Random(17).sample(queries, count), key=lambda q: queries.index(q))
+
+
+def _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say):
+    """The reranking rows on ``sample``: dense full, DiPair, ElasticRanker full and under the
+    shipped calibrated policy, each over the dense full top ``depth``."""
+    from elasticir.data.corpus import load_passages
+    from elasticir.models.shipped import get_shipped
+    from elasticir.rerank.dipair import DiPair, DiPairScorer
+    from elasticir.rerank.factory import resolve_policy
+    from elasticir.rerank.ranker import ElasticRanker, RankerScorer
+
+    first = dense % depth
+    candidates = first(sample, compute="full").run
+    rows = [
+        QuickstartRow("dense full (sample)", "full", len(sample), _quality(candidates, dataset))
+    ]
+    ranker = ElasticRanker(RANKER_MODEL)
+    shipped = get_shipped(RANKER_MODEL).calibrations()
+    level, policy = resolve_policy("full", f"calibrated:{shipped[POLICY]}")
+    wanted = {d for docs in candidates.values() for d in docs}
+    dipair = DiPair.load(DIPAIR_MODEL)
+    notes = [
+        f"reranking rows: {len(sample)} queries (seeded sample), the dense full top {depth} each",
+        f"ranker policy: the shipped '{POLICY}' calibration ({policy} at {level})",
+    ]
+    with tempfile.TemporaryDirectory(prefix="elasticir-quickstart-") as folder:
+        # DiPair reads passage tokens from a cache: built here for the candidates only.
+        subset = Path(folder) / "candidates.jsonl"
+        passages = load_passages(dataset.corpus, wanted)
+        with open(subset, "w", encoding="utf-8") as fh:
+            for doc_id in sorted(passages):
+                p = passages[doc_id]
+                record = {"id": doc_id, "contents": p.text}
+                if p.title:
+                    record["title"] = p.title
+                fh.write(json.dumps(record) + "\n")
+        say(f"DiPair token cache for {len(passages)} candidate passages")
+        dipair.build_cache(subset, Path(folder) / "tokens", progress=False)
+        systems = [
+            ("DiPair", "dipair", first >> DiPairScorer(dipair, Path(folder) / "tokens")),
+            ("ElasticRanker full", "full", first >> RankerScorer(ranker)),
+            (
+                f"ElasticRanker {POLICY} policy",
+                policy,
+                first >> RankerScorer(ranker, level, policy),
+            ),
+        ]
+        full_rate = None
+        for name, compute, pipeline in systems:
+            say(f"reranking with {name}")
+            pipeline(sample[:1])  # warm-up
+            result = pipeline(sample)
+            stage = [s for s in result.seconds if s not in ("dense",)][-1]
+            pairs = len(sample) * depth
+            rate = pairs / result.seconds[stage]
+            if name == "ElasticRanker full":
+                full_rate = rate
+            path = runs_root / f"{dataset.name}-{name.lower().replace(' ', '-')}.trec"
+            write_run(path, result.run, tag=name.replace(" ", "-"), k=depth)
+            runs[name] = path
+            rows.append(
+                QuickstartRow(
+                    name, compute, len(sample), _quality(result.run, dataset), pairs_per_s=rate
+                )
+            )
+    for row in rows:
+        if row.pairs_per_s is not None and full_rate:
+            row.speedup = row.pairs_per_s / full_rate
+    return rows, notes
+
+
+def _plot(result: QuickstartResult, path: Path) -> Path | None:
+    """Quality (first measure) against per-query latency: the levels as a line, the
+    reranking cascades as points (latency = dense full + reranking the top ``depth``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measure = next(iter(result.rows[0].quality))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    levels = [r for r in result.rows if r.system.startswith("dense ") and "(" not in r.system]
+    ax.plot(
+        [r.per_query_ms for r in levels],
+        [r.quality[measure] for r in levels],
+        "o-",
+        label=f"ElasticDenser levels (all {levels[0].queries} queries)",
+    )
+    for r in levels:
+        ax.annotate(r.compute, (r.per_query_ms, r.quality[measure]), fontsize=7)
+    cascades = [r for r in result.rows if r.pairs_per_s is not None]
+    for r in cascades:
+        ax.scatter([r.per_query_ms], [r.quality[measure]], marker="s")
+        ax.annotate(r.system, (r.per_query_ms, r.quality[measure]), fontsize=7)
+    base = [r for r in result.rows if r.system == "dense full (sample)"]
+    if base:
+        ax.axhline(base[0].quality[measure], ls=":", c="grey", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-query latency, ms (log; measured in this run)")
+    ax.set_ylabel(measure)
+    ax.set_title(
+        f"{result.dataset}: squares rerank {result.rerank_queries} sampled queries "
+        f"(dotted: dense on them)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _as_json(result: QuickstartResult) -> dict:
+    return {
+        "dataset": result.dataset,
+        "rerank_queries": result.rerank_queries,
+        "depth": result.depth,
+        "notes": result.notes,
+        "rows": [vars(row) for row in result.rows],
+        "runs": {k: str(v) for k, v in result.runs.items()},
+    }

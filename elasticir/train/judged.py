@@ -79,6 +79,10 @@ def split_queries(
     query_ids: list[str] | set[str], folds: int, fold: int, seed: int = 0
 ) -> tuple[list[str], list[str]]:
     """``(train, held_out)`` query ids of ``fold`` (0-based), each sorted."""
+    if folds == 1:  # no cross-validation: every judged query trains, none is held out
+        if fold != 0:
+            raise ValueError(f"one fold (all queries train) has fold 0, got {fold}")
+        return sorted(set(query_ids)), []
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be in [0, {folds}), got {fold}")
     assigned = assign_folds(query_ids, folds, seed)

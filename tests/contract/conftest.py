@@ -1,8 +1,9 @@
 """One instance of each elastic model and scorer, built once for the contract suite.
 
-Untrained, so the suite needs no training run: an elastic checkpoint of the shipped
+Untrained ones, so the suite needs no training run: an elastic checkpoint of the shipped
 all-MiniLM-L6-v2 (heads and neurons sorted by importance on the packaged sample's texts),
-an ElasticRanker over the same base model, and a seeded DiPair head.
+an ElasticRanker over the same base model, and a seeded DiPair head; and the trained models
+that ship with the package (``elastic-minilm``, ``ranker-minilm``, ``dipair-minilm``).
 """
 
 from __future__ import annotations
@@ -46,4 +47,25 @@ def scorers(elastic_denser, elastic_ranker, denser) -> dict[str, object]:
         "biencoder": BiEncoderScorer(elastic_denser),
         "ranker": RankerScorer(elastic_ranker),
         "dipair": DiPairScorer(DiPair.create(encoder=denser, seed=13)),
+        # the trained models that ship with the package, loaded by name
+        "shipped-ranker": RankerScorer(shipped_ranker()),
+        "shipped-dipair": DiPairScorer(DiPair.load("dipair-minilm")),
     }
+
+
+def shipped_ranker():
+    from elasticir.models.ranker import ElasticRanker
+
+    return ElasticRanker("ranker-minilm", max_length=64, batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def shipped_denser():
+    from elasticir.models.denser import ElasticDenser
+
+    return ElasticDenser("elastic-minilm")
+
+
+@pytest.fixture(scope="session")
+def shipped_ranker_model():
+    return shipped_ranker()

@@ -4,8 +4,8 @@ A scorer turns a query and passages into one float per passage, higher better; i
 deterministic, does not depend on which other passages share the call, keeps nothing between
 calls, and, if it is elastic, takes its compute choice per call (any level it offers; two
 threads at two choices get what each gets alone). In a cascade it neither adds nor drops a
-document, and the call's report counts what it scored. Models are untrained here: the
-contract is about behaviour, not quality.
+document, and the call's report counts what it scored. The seeded models are untrained: the
+contract is about behaviour, not quality; the shipped, trained models keep it too.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TEXTS = [
     "A short one.",
 ]
 PASSAGES = [Passage(f"d{i}", text) for i, text in enumerate(TEXTS)]
-SCORERS = ["biencoder", "ranker", "dipair"]
+SCORERS = ["biencoder", "ranker", "dipair", "shipped-ranker", "shipped-dipair"]
 
 
 @pytest.fixture(params=SCORERS)

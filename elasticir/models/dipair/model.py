@@ -105,8 +105,9 @@ class DiPair:
         from safetensors.torch import load_file
 
         from elasticir.models.denser import ElasticDenser
+        from elasticir.models.shipped import local_model
 
-        path = Path(path)
+        path = Path(local_model(path) or path)  # a shipped name: its rebuilt directory
         manifest = read_manifest(path)
         config = config_from_manifest(path, manifest)
         spec = manifest["encoder"]

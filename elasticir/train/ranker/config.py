@@ -153,7 +153,7 @@ class RankerTrainConfig(TrainConfigFile):
         if self.judged is not None:
             if not isinstance(self.judged, str) or not self.judged:
                 raise ValueError(f"judged names a dataset with qrels, got {self.judged!r}")
-            check_int("judged_folds", self.judged_folds, 2)
+            check_int("judged_folds", self.judged_folds, 1)  # 1: all queries train
             check_int("judged_fold", self.judged_fold, 0)
             check_int("judged_fold_seed", self.judged_fold_seed, 0)
             check_int("judged_relevance", self.judged_relevance, 1)
