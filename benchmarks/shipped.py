@@ -52,6 +52,7 @@ from elasticir.bench import (  # noqa: E402
 )
 from elasticir.compute.flops import flops_ratio  # noqa: E402
 from elasticir.data import get_dataset, load_passages, read_qrels  # noqa: E402
+from elasticir.data.corpus import write_corpus  # noqa: E402
 from elasticir.data.topics import read_qas, read_topics  # noqa: E402
 from elasticir.eval.measures import evaluate, evaluate_per_query  # noqa: E402
 from elasticir.eval.qa import answer_accuracy, passage_texts  # noqa: E402
@@ -249,21 +250,6 @@ def level_speed(elastic: ElasticDenser, flat: Flat, sets: dict, levels: list[str
     }
 
 
-def _subset_corpus(passages: dict, wanted: set[str], path: Path) -> Path:
-    """A JSONL corpus of the ``wanted`` passages (DiPair's token cache is built from it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for doc_id in sorted(wanted):
-            p = passages[doc_id]
-            record = {"id": doc_id, "contents": p.text}
-            if p.title:
-                record["title"] = p.title
-            fh.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def reranking(elastic: ElasticDenser, sets: dict, args) -> dict:
     """Every reranker and cascade over the dense full candidates of DL19 and an NQ sample."""
     from elasticir.pipeline import Rerank
@@ -291,7 +277,7 @@ def reranking(elastic: ElasticDenser, sets: dict, args) -> dict:
         work[name] = {"queries": queries, "run": run, "depth": depth, "data": data}
     wanted = {d for w in work.values() for docs in w["run"].values() for d in docs}
     passages = {**sets["nq-open+dl19"]["passages"]}
-    subset = _subset_corpus(passages, wanted, WORK / "shipped-candidates.jsonl")
+    subset = write_corpus([passages[d] for d in sorted(wanted)], WORK / "shipped-candidates.jsonl")
     log(f"DiPair token cache for {len(wanted)} candidate passages")
     tokens = WORK / "shipped-dipair-tokens"
     dipair.build_cache(subset, tokens, progress=True)

@@ -44,7 +44,9 @@ def main(
         raise ValueError(
             f"-k, --rerank-queries and --depth must be >= 1 (got {k}, {rerank_queries}, {depth})"
         )
-    console = Console(stderr=False)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: the whole table, not cut at 80 columns
+        console = Console(width=160)
     start = time.perf_counter()
     chosen, used_sample = choose_dataset(dataset, data_dir)
     if used_sample:

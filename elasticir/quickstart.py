@@ -104,28 +104,51 @@ def _measures(dataset: Dataset) -> tuple[tuple[str, ...], tuple[int, ...]]:
     return ("nDCG@10", "RR(rel=2)@10"), ()
 
 
-def _quality(run: api.Run, dataset: Dataset) -> dict[str, float]:
-    """The shown measures over the queries ``run`` answers (a sample is scored over itself)."""
-    from elasticir.data.trec import read_qrels
-    from elasticir.eval.measures import evaluate
-    from elasticir.eval.qa import answer_accuracy, passage_texts
+@dataclass(frozen=True)
+class _Judgements:
+    """What a run is scored against, read once: qrels, and for QA sets the questions, their
+    answers and every passage's text."""
 
-    measures, ks = _measures(dataset)
-    qrels = {q: d for q, d in read_qrels(dataset.qrels).items() if q in run}
-    found = dict(evaluate(run, qrels, measures))
-    if dataset.qas is not None:
+    measures: tuple[str, ...]
+    ks: tuple[int, ...]
+    qrels: dict
+    topics: tuple = ()
+    qas: tuple = ()
+    texts: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> _Judgements:
         from elasticir.data.corpus import load_passages
         from elasticir.data.topics import read_qas
+        from elasticir.data.trec import read_qrels
+        from elasticir.eval.qa import passage_texts
 
-        topics = [q for q in read_topics(dataset.queries) if q.query_id in run]
-        asked = {q.text.strip() for q in topics}
-        qas = [p for p in read_qas(dataset.qas) if p.question.strip() in asked]
-        texts = passage_texts(
-            load_passages(dataset.corpus, {d for r in run.values() for d in r}).values()
+        measures, ks = _measures(dataset)
+        if dataset.qas is None:
+            return cls(measures, ks, read_qrels(dataset.qrels))
+        return cls(
+            measures,
+            ks,
+            read_qrels(dataset.qrels),
+            tuple(read_topics(dataset.queries)),
+            tuple(read_qas(dataset.qas)),
+            passage_texts(load_passages(dataset.corpus).values()),
         )
-        found.update(answer_accuracy(run, qas, texts, ks=ks, topics=topics))
-    keep = list(measures) + [f"Top{k}" for k in ks]
-    return {m: found[m] for m in keep if m in found}
+
+    def quality(self, run: api.Run) -> dict[str, float]:
+        """The shown measures over the queries ``run`` answers (a sample over itself)."""
+        from elasticir.eval.measures import evaluate
+        from elasticir.eval.qa import answer_accuracy
+
+        qrels = {q: d for q, d in self.qrels.items() if q in run}
+        found = dict(evaluate(run, qrels, self.measures))
+        if self.ks:
+            topics = [q for q in self.topics if q.query_id in run]
+            asked = {q.text.strip() for q in topics}
+            qas = [p for p in self.qas if p.question.strip() in asked]
+            found.update(answer_accuracy(run, qas, self.texts, ks=self.ks, topics=topics))
+        keep = list(self.measures) + [f"Top{k}" for k in self.ks]
+        return {m: found[m] for m in keep if m in found}
 
 
 def run_quickstart(
@@ -159,6 +182,7 @@ def run_quickstart(
         encoder,
     )
     queries = read_topics(dataset.queries)
+    judge = _Judgements.of(dataset)
     dense = DenseRetrieval(index_dir, encoder, k=k)
     levels = [str(level) for level in encoder.levels]
     flops = {str(lv): flops_ratio(encoder.model.config, lv) for lv in encoder.levels}
@@ -175,7 +199,7 @@ def run_quickstart(
                 f"dense {level}",
                 level,
                 len(queries),
-                _quality(run, dataset),
+                judge.quality(run),
                 flops=flops.get(level),
             )
         )
@@ -186,7 +210,7 @@ def run_quickstart(
         row.latency_ratio = row.latency_ms / full_ms
         row.per_query_ms = row.latency_ms
     sample = _sample(queries, rerank_queries)
-    rerank_rows, notes = _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say)
+    rerank_rows, notes = _rerank(dataset, judge, dense, sample, depth, runs_root, runs, say)
     for row in rerank_rows:
         row.per_query_ms = full_ms + depth / row.pairs_per_s * 1000 if row.pairs_per_s else None
     result = QuickstartResult(
@@ -218,13 +242,14 @@ def _latencies(dense, queries, levels: list[str], count: int) -> dict[str, float
 def _sample(queries: list, count: int) -> list:
     if count >= len(queries):
         return list(queries)
-    return sorted(random.Random(17).sample(queries, count), key=lambda q: queries.index(q))
+    rows = sorted(random.Random(17).sample(range(len(queries)), count))
+    return [queries[i] for i in rows]
 
 
-def _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say):
+def _rerank(dataset, judge, dense, sample, depth, runs_root, runs, say):
     """The reranking rows on ``sample``: dense full, DiPair, ElasticRanker full and under the
     shipped calibrated policy, each over the dense full top ``depth``."""
-    from elasticir.data.corpus import load_passages
+    from elasticir.data.corpus import load_passages, write_corpus
     from elasticir.models.shipped import get_shipped
     from elasticir.rerank.dipair import DiPair, DiPairScorer
     from elasticir.rerank.factory import resolve_policy
@@ -232,9 +257,7 @@ def _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say):
 
     first = dense % depth
     candidates = first(sample, compute="full").run
-    rows = [
-        QuickstartRow("dense full (sample)", "full", len(sample), _quality(candidates, dataset))
-    ]
+    rows = [QuickstartRow("dense full (sample)", "full", len(sample), judge.quality(candidates))]
     ranker = ElasticRanker(RANKER_MODEL)
     shipped = get_shipped(RANKER_MODEL).calibrations()
     level, policy = resolve_policy("full", f"calibrated:{shipped[POLICY]}")
@@ -242,19 +265,20 @@ def _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say):
     dipair = DiPair.load(DIPAIR_MODEL)
     notes = [
         f"reranking rows: {len(sample)} queries (seeded sample), the dense full top {depth} each",
-        f"ranker policy: the shipped '{POLICY}' calibration ({policy} at {level})",
+        f"ranker policy: the shipped '{POLICY}' calibration ({policy.split(',')[0]}, at {level})",
     ]
+    made_at = json.loads(shipped[POLICY].read_text(encoding="utf-8")).get("depth")
+    if made_at is not None and made_at != depth:
+        notes.append(
+            f"it was calibrated on top-{made_at} lists: its guarantee and its saving are for "
+            f"that depth, not for the top {depth} reranked here (--depth {made_at} to match)"
+        )
     with tempfile.TemporaryDirectory(prefix="elasticir-quickstart-") as folder:
         # DiPair reads passage tokens from a cache: built here for the candidates only.
-        subset = Path(folder) / "candidates.jsonl"
         passages = load_passages(dataset.corpus, wanted)
-        with open(subset, "w", encoding="utf-8") as fh:
-            for doc_id in sorted(passages):
-                p = passages[doc_id]
-                record = {"id": doc_id, "contents": p.text}
-                if p.title:
-                    record["title"] = p.title
-                fh.write(json.dumps(record) + "\n")
+        subset = write_corpus(
+            [passages[d] for d in sorted(passages)], Path(folder) / "candidates.jsonl"
+        )
         say(f"DiPair token cache for {len(passages)} candidate passages")
         dipair.build_cache(subset, Path(folder) / "tokens", progress=False)
         systems = [
@@ -281,7 +305,7 @@ def _rerank(dataset, dense, sample, depth, index_root, runs_root, runs, say):
             runs[name] = path
             rows.append(
                 QuickstartRow(
-                    name, compute, len(sample), _quality(result.run, dataset), pairs_per_s=rate
+                    name, compute, len(sample), judge.quality(result.run), pairs_per_s=rate
                 )
             )
     for row in rows:

@@ -166,6 +166,18 @@ def test_tensors_that_differ_from_the_export_are_refused(shipped: Path, tmp_path
         materialize("toy", tmp_path / "cache", root=shipped)
 
 
+def test_export_refuses_to_replace_what_is_not_a_shipped_model(
+    trained: Path, tmp_path: Path
+) -> None:
+    taken = tmp_path / "root" / "toy"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("mine")
+    card = {"name": "toy", "kind": "elastic-denser", "summary": "a toy"}
+    with pytest.raises(ValueError, match="is not a shipped model"):
+        export_model(trained, taken, card, "# toy\n")
+    assert (taken / "notes.txt").read_text() == "mine" and len(list(taken.iterdir())) == 1
+
+
 def test_unknown_names_list_the_shipped_ones(shipped: Path) -> None:
     with pytest.raises(ValueError, match="shipped: toy"):
         get_shipped("nope", shipped)

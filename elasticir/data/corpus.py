@@ -45,6 +45,7 @@ __all__ = [
     "digest_corpus",
     "iter_corpus",
     "load_passages",
+    "write_corpus",
 ]
 
 CORPUS_FORMATS = (
@@ -138,6 +139,23 @@ class CorpusDigest:
             "shard_size": self.shard_size,
             "shards": list(self.shards),
         }
+
+
+def write_corpus(passages: Collection[Passage], path: StrPath) -> Path:
+    """Write ``passages`` as a Pyserini JSONL corpus (``{"id", "contents"[, "title"]}``, in
+    the given order) at ``path``, atomically: e.g. the candidates of a run, so that a token
+    cache or an index is built for those passages only."""
+    from elasticir.data.files import atomic_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for p in passages:
+            record = {"id": p.doc_id, "contents": p.text}
+            if p.title:
+                record["title"] = p.title
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
 
 
 def passage_key(passages: Collection[Passage]) -> str:

@@ -173,6 +173,11 @@ def export_model(
     model_dir, output = Path(model_dir), Path(output)
     if not (model_dir / MODEL_MANIFEST).is_file():
         raise FileNotFoundError(f"{model_dir}: not a finished model (no {MODEL_MANIFEST})")
+    if output.exists() and not (output / CHECKSUMS).is_file():
+        raise ValueError(
+            f"{output} exists and is not a shipped model (no {CHECKSUMS}); refusing to replace "
+            "it: choose another --output or name (nothing was written)"
+        )
     base = base_model_dir()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tmp-export-", dir=output.parent) as work:
@@ -200,7 +205,7 @@ def export_model(
                 with safe_open(str(rounded_dir / name), "pt") as fh:
                     for tensor in entry["stored"]:
                         value = fh.get_tensor(tensor)
-                        if value.is_floating_point() and value.numel() >= 1024:
+                        if value.is_floating_point() and value.numel() >= ROUND_MIN_ELEMENTS:
                             value = value.half()
                         stored[stored_key(name, tensor)] = value.contiguous()
         if stored:
