@@ -51,6 +51,10 @@ def test_folds_partition_the_queries_the_same_way_every_time() -> None:
         assign_folds(ids[:3], 5)
     with pytest.raises(ValueError, match="fold must be in"):
         split_queries(ids, 5, 5)
+    # one fold: every query trains (the shipped ranker's DL21 recipe), none is held out
+    assert split_queries(list(reversed(ids)), 1, 0) == (sorted(ids), [])
+    with pytest.raises(ValueError, match="fold 0"):
+        split_queries(ids, 1, 1)
 
 
 @pytest.mark.data
@@ -193,7 +197,7 @@ def test_judged_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="0-based"):
         RankerTrainConfig(output=tmp_path, judged="msmarco-dl19", judged_fold=5)
     with pytest.raises(ValueError, match="judged_folds"):
-        RankerTrainConfig(output=tmp_path, judged="msmarco-dl19", judged_folds=1)
+        RankerTrainConfig(output=tmp_path, judged="msmarco-dl19", judged_folds=0)
     with pytest.raises(ValueError, match="unknown training sources"):
         RankerTrainConfig(output=tmp_path, sources=())  # nothing at all to train on
     config = RankerTrainConfig(output=tmp_path, sources=(), judged="msmarco-dl19")
