@@ -103,7 +103,8 @@ def main(
             "precision": precision,
             "model": {"name": Path(model).name, "fingerprint": ranker.fingerprint},
             "first_stage": first_stage or f"the run {run.name}",
-            "depth": depth,
+            # the depth the lists really had: a top-20 run calibrates for top-20 lists
+            "depth": min(depth, max((len(docs) for docs in candidates.values()), default=depth)),
         }
         tmp.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     fitted = f" (exit weights fitted on {result.fit_queries} others)" if result.fit_queries else ""

@@ -260,14 +260,16 @@ def _rerank(dataset, judge, dense, sample, depth, runs_root, runs, say):
     rows = [QuickstartRow("dense full (sample)", "full", len(sample), judge.quality(candidates))]
     ranker = ElasticRanker(RANKER_MODEL)
     shipped = get_shipped(RANKER_MODEL).calibrations()
-    level, policy = resolve_policy("full", f"calibrated:{shipped[POLICY]}")
+    # the calibration made on lists of this depth when one ships (rank-top20), else rank
+    name = f"{POLICY}-top{depth}" if f"{POLICY}-top{depth}" in shipped else POLICY
+    level, policy = resolve_policy("full", f"calibrated:{shipped[name]}")
     wanted = {d for docs in candidates.values() for d in docs}
     dipair = DiPair.load(DIPAIR_MODEL)
     notes = [
         f"reranking rows: {len(sample)} queries (seeded sample), the dense full top {depth} each",
-        f"ranker policy: the shipped '{POLICY}' calibration ({policy.split(',')[0]}, at {level})",
+        f"ranker policy: the shipped '{name}' calibration ({policy.split(',')[0]}, at {level})",
     ]
-    made_at = json.loads(shipped[POLICY].read_text(encoding="utf-8")).get("depth")
+    made_at = json.loads(shipped[name].read_text(encoding="utf-8")).get("depth")
     if made_at is not None and made_at != depth:
         notes.append(
             f"it was calibrated on top-{made_at} lists: its guarantee and its saving are for "

@@ -119,6 +119,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["## Trained on", "", str(card["trained_on"]), ""]
     if card.get("never_saw"):
         lines += [f"Never saw: {card['never_saw']}", ""]
+    if card.get("history"):
+        lines += [f"History: {card['history']}", ""]
     lines += ["## How it was made", ""]
     lines += [f"Device: {card['device']}; wall time: {card['wall_time']}.", ""]
     lines += ["```", *card["commands"], "```", ""]
