@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import typer
-from elasticir.cli import calibrate, fuse, index, models, quickstart, rerank, search, train
+from elasticir.cli import (
+    calibrate,
+    fuse,
+    index,
+    loadtest,
+    models,
+    profile,
+    quickstart,
+    rerank,
+    search,
+    serve,
+    simulate,
+    train,
+)
 from elasticir.cli import eval as eval_command
 
 app = typer.Typer(
@@ -50,6 +63,10 @@ app.command("eval")(eval_command.main)
 app.command("fuse")(fuse.main)
 app.command("quickstart")(quickstart.main)
 app.command("models")(models.main)
+app.command("loadtest")(loadtest.main)
+app.command("profile")(profile.main)
+app.command("simulate")(simulate.main)
+app.command("serve")(serve.main)
 app.add_typer(train.app, name="train")
 
 

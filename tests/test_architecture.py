@@ -9,7 +9,7 @@ The layers, bottom to top (``docs/architecture.md`` says why each sits where it 
     3  pipeline                              stages, >> and %, per-call compute
     4  rerank                                scorers, calibration, the factory
     5  schedule                              (the elastic schedule)
-    6  serve, simulation
+    6  serve, simulation, loadtest
     7  api, quickstart
     7.5 bench                                the benchmark scripts' shared helpers
     8  cli
@@ -36,6 +36,7 @@ LAYERS = {
     "elasticir.checks": 0,
     "elasticir.java": 0,
     "elasticir.progress": 0,
+    "elasticir.machine": 0,
     "elasticir.data": 0,
     "elasticir.compute": 0,
     "elasticir.models": 1,
@@ -50,6 +51,7 @@ LAYERS = {
     "elasticir.schedule": 5,
     "elasticir.serve": 6,
     "elasticir.simulation": 6,
+    "elasticir.loadtest": 6,
     "elasticir.api": 7,
     "elasticir.quickstart": 7,
     "elasticir.bench": 7.5,  # the benchmark scripts' helpers: anything but the CLI
