@@ -84,12 +84,13 @@ PIPELINES = {
     },
 }
 TRACES = {  # name: (trace spec, rate multiple of lambda_full, seconds)
-    "steady-0.5x": ("poisson", 0.5, 40),
-    "steady-1x": ("poisson", 1.0, 40),
-    "steady-2x": ("poisson", 2.0, 40),
-    "steady-4x": ("poisson", 4.0, 40),
-    "burst": ("burst:low=0.5,high=4,on=30,every=120", 1.0, 150),
-    "step": ("step:low=0.5,high=2,at=0.5", 1.0, 60),
+    "steady-0.5x": ("poisson", 0.5, 25),
+    "steady-1x": ("poisson", 1.0, 25),
+    "steady-2x": ("poisson", 2.0, 25),
+    "steady-4x": ("poisson", 4.0, 25),
+    # 0.5x, one 30 s burst at 4x from 50 s on, then 20 s to recover
+    "burst": ("burst:low=0.5,high=4,on=30,every=100", 1.0, 100),
+    "step": ("step:low=0.5,high=2,at=0.5", 1.0, 40),
 }
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 
@@ -210,7 +211,8 @@ def loadtest(
     if closed:
         command += ["--closed", closed]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((out / "summary.json").read_text())
+    report = json.loads((out / "summary.json").read_text())
+    return {**report["summary"], "seed": report["meta"].get("seed", 0)}
 
 
 def profile(name: str, spec: dict, index: Path, data) -> tuple[OperatingPoints, Path]:
@@ -323,19 +325,43 @@ def run_once(name, spec, ctx, policy, trace_name, trace, rate, seconds) -> dict:
     return result
 
 
+def simulated_lambda(spec, ctx) -> float:
+    """The simulator's lambda_full: bisection on 60 s of Poisson arrivals."""
+    full = ctx["points"][spec["full"]]
+    low, high = 0.01, 8.0 / full.cost.predict(1)
+    ids = [q.query_id for q in ctx["queries"]]
+    for _ in range(30):
+        rate = (low * high) ** 0.5
+        arrivals = parse_trace("poisson").arrivals(rate, 60, 0)
+        sim = simulate(
+            ctx["points"],
+            parse_schedule(f"static:{spec['full']}"),
+            arrivals,
+            ids,
+            slo=ctx["slo_ms"] / 1000,
+            overhead=ctx["overhead_ms"] / 1000,
+        )
+        ok = held(summarize(sim.records, ctx["slo_ms"] / 1000, 60), ctx["slo_ms"])
+        low, high = (rate, high) if ok else (low, rate)
+        if high / low < 1.02:
+            break
+    log(f"simulated lambda_full: {low:.2f} req/s")
+    return low
+
+
 def lambda_full(name, spec, ctx) -> float:
     """The highest Poisson rate static-full holds (p95 within the SLO), by bisection."""
     cached = OUT / name / "lambda_full.json"
     if cached.exists():
         return json.loads(cached.read_text())["lambda_full"]
-    full = ctx["points"][spec["full"]]
     # start from the simulator's answer, then bracket it with the real server
-    low, high = 0.05, 4.0 / full.cost.predict(1)
+    guess = simulated_lambda(spec, ctx)
+    low, high = guess / 3, guess * 2
     probes = []
     for _ in range(7):
         rate = (low * high) ** 0.5
         result = run_once(
-            name, spec, ctx, f"static:{spec['full']}", f"lambda-{rate:.3f}", "poisson", rate, 25
+            name, spec, ctx, f"static:{spec['full']}", f"lambda-{rate:.3f}", "poisson", rate, 20
         )
         ok = held(result["server"], ctx["slo_ms"])
         probes.append({"rate": rate, "p95_ms": result["server"].get("p95_ms"), "held": ok})
@@ -344,6 +370,123 @@ def lambda_full(name, spec, ctx) -> float:
             break
     cached.write_text(json.dumps({"lambda_full": low, "probes": probes}, indent=2))
     return low
+
+
+def closed_sweep(name, spec, ctx, levels: str) -> list | None:
+    """Closed-loop clients 1..64 against ``deadline``: throughput and latency per level."""
+    if not levels:
+        return None
+    folder = OUT / name / "closed"
+    done = folder / "levels.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    server = Server(
+        ctx["index"],
+        spec["rerank"],
+        ctx["points_path"],
+        "deadline",
+        ctx["slo_ms"],
+        folder / "server.log",
+    )
+    try:
+        server.wait()
+        log(f"{name}: closed loop {levels}")
+        command = [
+            "taskset",
+            "-c",
+            LOADGEN_CPU,
+            "elasticir",
+            "loadtest",
+            server.url,
+            "--closed",
+            levels,
+            "--duration",
+            "10",
+            "--topics",
+            str(ctx["topics"]),
+            "--qrels",
+            str(ctx["qrels"]),
+            "--metric",
+            spec["metric"],
+            "-o",
+            str(folder / "loadtest"),
+            "--overwrite",
+        ]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    finally:
+        server.stop()
+    levels_out = json.loads((folder / "loadtest" / "summary.json").read_text())["levels"]
+    done.write_text(json.dumps(levels_out, indent=2))
+    return levels_out
+
+
+def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
+    """``deadline`` at 1x lambda_full for ``seconds``: errors, and the server's resident
+    memory sampled every 10 s from /metrics (flat memory: last minute against the first)."""
+    folder = OUT / name / "soak"
+    done = folder / "soak.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    server = Server(
+        ctx["index"],
+        spec["rerank"],
+        ctx["points_path"],
+        "deadline",
+        ctx["slo_ms"],
+        folder / "server.log",
+    )
+    memory: list[tuple[float, float]] = []
+    try:
+        server.wait()
+        log(f"{name}: soak {seconds:.0f} s at {lam:.1f} req/s")
+        command = [
+            "taskset",
+            "-c",
+            LOADGEN_CPU,
+            "elasticir",
+            "loadtest",
+            server.url,
+            "--trace",
+            "poisson",
+            "--rate",
+            f"{lam:.4f}",
+            "--duration",
+            str(seconds),
+            "--topics",
+            str(ctx["topics"]),
+            "--qrels",
+            str(ctx["qrels"]),
+            "--metric",
+            spec["metric"],
+            "-o",
+            str(folder / "loadtest"),
+            "--overwrite",
+        ]
+        load = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        started = time.time()
+        while load.poll() is None:
+            for line in server.metrics().splitlines():
+                if line.startswith("process_resident_memory_bytes"):
+                    memory.append((time.time() - started, float(line.split()[-1])))
+            time.sleep(10)
+        if load.returncode:
+            raise RuntimeError(f"soak load generator failed ({load.returncode})")
+    finally:
+        code = server.stop()
+    summary = json.loads((folder / "loadtest" / "summary.json").read_text())["summary"]
+    first = [m for t, m in memory if t <= 60] or [memory[0][1]]
+    last = [m for t, m in memory if t >= memory[-1][0] - 60] or [memory[-1][1]]
+    result = {
+        "seconds": seconds,
+        "rate": lam,
+        "summary": summary,
+        "server_exit": code,
+        "memory": memory,
+        "rss_first_min_mb": max(first) / 2**20,
+        "rss_last_min_mb": max(last) / 2**20,
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def main() -> None:
@@ -357,7 +500,13 @@ def main() -> None:
         default=4.0,
         help="SLO = this x the full pipeline's single-query time (+ overhead)",
     )
+    parser.add_argument("--render", action="store_true", help="only rewrite schedule.md")
+    parser.add_argument("--closed", default="1,2,4,8,16,32,64", help="closed-loop clients")
     args = parser.parse_args()
+    if args.render:
+        report = json.loads((OUT / "schedule.json").read_text())
+        (OUT / "schedule.md").write_text(render(report))
+        return
     if shutil.which("taskset") is None:
         sys.exit("taskset is needed to pin the server and the load generator")
     report: dict = {"machine": machine(), "pipelines": {}}
@@ -367,7 +516,7 @@ def main() -> None:
         index = ensure_index(data)
         points, points_path = profile(name, spec, index, data)
         full = points[spec["full"]]
-        overhead_ms = 2.0  # HTTP + JSON per request, measured below against the server
+        overhead_ms = 2.0  # HTTP + JSON per request: assumed; the report shows sim vs server p50
         slo_ms = round(args.slo_factor * full.cost.predict(1) * 1000 + 10)
         queries = read_topics(data.queries)
         queries = [q for q in queries if q.query_id in points[spec["full"]].per_query]
@@ -396,7 +545,12 @@ def main() -> None:
                 runs.append(
                     run_once(name, spec, ctx, policy, trace_name, trace, multiple * lam, seconds)
                 )
+        closed = closed_sweep(name, spec, ctx, args.closed)
+        soak = run_soak(name, spec, ctx, lam, args.soak) if args.soak > 0 else None
         report["pipelines"][name] = {
+            "closed": closed,
+            "soak": soak,
+            "full": spec["full"],
             "slo_ms": slo_ms,
             "lambda_full": lam,
             "runs": runs,
@@ -407,16 +561,131 @@ def main() -> None:
     log(f"written {OUT / 'schedule.md'}")
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _ratio(a, b) -> str:
+    return "-" if a in (None, 0) or b is None else f"{b / a:.2f}"
+
+
+def targets(block: dict) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets, each with what was measured."""
+    runs = {(r["trace"], r["policy"]): r["server"] for r in block["runs"]}
+    full = f"static:{block['full']}"
+    out: list[tuple[str, str, bool | None]] = []
+    burst_d, burst_f = runs.get(("burst", "deadline")), runs.get(("burst", full))
+    if burst_d and burst_f:
+        out.append(
+            (
+                "burst: deadline >= 99% within the SLO where static-full < 50%",
+                f"deadline {_pct(burst_d['within_slo'])}, "
+                f"static-full {_pct(burst_f['within_slo'])}",
+                burst_d["within_slo"] >= 0.99 and burst_f["within_slo"] < 0.5,
+            )
+        )
+    low_d, low_f = runs.get(("steady-0.5x", "deadline")), runs.get(("steady-0.5x", full))
+    if low_d and low_f and low_f["effective_quality"]:
+        share = low_d["effective_quality"] / low_f["effective_quality"]
+        out.append(
+            (
+                "low load (0.5x): deadline's effective quality >= 95% of static-full's",
+                f"{share * 100:.1f}%",
+                share >= 0.95,
+            )
+        )
+    for trace in TRACES:
+        d = runs.get((trace, "deadline"))
+        if not d:
+            continue
+        holding = [
+            (p, r)
+            for (t, p), r in runs.items()
+            if t == trace and p.startswith("static:") and r["within_slo"] >= 0.99
+        ]
+        best = max(holding, key=lambda pr: pr[1]["effective_quality"] or 0, default=None)
+        if best is not None:
+            out.append(
+                (
+                    f"{trace}: deadline's quality above every static choice holding the SLO (99%)",
+                    f"deadline {d['effective_quality']:.4f}, best holding static {best[0]} "
+                    f"{best[1]['effective_quality']:.4f}",
+                    d["effective_quality"] > best[1]["effective_quality"],
+                )
+            )
+        q = runs.get((trace, "queue"))
+        if q:
+            out.append(
+                (
+                    f"{trace}: deadline misses the SLO less often than queue at equal or "
+                    "better quality",
+                    f"misses {_pct(1 - d['within_slo'])} vs {_pct(1 - q['within_slo'])}; quality "
+                    f"{d['effective_quality']:.4f} vs {q['effective_quality']:.4f}",
+                    d["within_slo"] >= q["within_slo"]
+                    and d["effective_quality"] >= q["effective_quality"] - 1e-9,
+                )
+            )
+    close = [r for r in block["runs"] if r["server"].get("p95_ms") and r["simulated"].get("p95_ms")]
+    if close:
+        within = sum(
+            1
+            for r in close
+            if abs(r["simulated"]["p95_ms"] / r["server"]["p95_ms"] - 1) <= 0.1
+            and abs(
+                (r["simulated"]["effective_quality"] or 0)
+                / max(r["server"]["effective_quality"] or 1e-9, 1e-9)
+                - 1
+            )
+            <= 0.1
+        )
+        out.append(
+            (
+                "simulator's p95 and quality within 10% of the server's",
+                f"{within} of {len(close)} runs",
+                within == len(close),
+            )
+        )
+    return out
+
+
 def render(report: dict) -> str:
-    lines = ["# The elastic schedule under load", ""]
+    lines = [
+        "# The elastic schedule under load",
+        "",
+        "`python benchmarks/schedule.py` (see its docstring for the setup). Every row is a "
+        "real server run (its own process, pinned to core 0, one torch thread) driven by "
+        "`elasticir loadtest` pinned to core 1; the simulator ran the same arrivals "
+        "against the profiled points.",
+        "",
+    ]
     m = report["machine"]
     lines.append(f"Machine: {m['cpu_model']} ({m['cores']} cores), flags {', '.join(m['flags'])}.")
     for name, block in report["pipelines"].items():
+        spec = PIPELINES[name]
         lines += [
             "",
-            f"## {name}: SLO {block['slo_ms']} ms, lambda_full {block['lambda_full']:.2f} req/s",
+            f"## {name} ({spec['dataset']}, {spec['metric']}): SLO {block['slo_ms']} ms, "
+            f"lambda_full {block['lambda_full']:.1f} req/s",
             "",
         ]
+        points = OperatingPoints.load(OUT / name / "points.json")
+        lines += [
+            "Operating points (profiled pinned to one core; `results/schedule/"
+            f"{name}/points.png`):",
+            "",
+            f"| choice | 1 query ms | 16 queries ms | {points.metric} | frontier |",
+            "|---|---|---|---|---|",
+        ]
+        for p in sorted(points.points, key=lambda p: p.cost.predict(1)):
+            lines.append(
+                f"| {p.choice} | {p.cost.predict(1) * 1000:.1f} | "
+                f"{p.cost.predict(16) * 1000:.1f} | {p.value(points.metric):.4f} | "
+                f"{'yes' if p.frontier else ''} |"
+            )
+        lines += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for target, value, met in targets(block):
+            lines.append(f"| {target} | {value} | {'yes' if met else '**no**'} |")
+        lines += ["", "### Server runs", ""]
         rows = [
             {
                 "meta": {
@@ -430,6 +699,51 @@ def render(report: dict) -> str:
             for r in block["runs"]
         ]
         lines.append(comparison_table(rows))
+        if block.get("closed"):
+            lines += [
+                "### Closed loop under deadline (10 s per level)",
+                "",
+                "| clients | throughput (req/s) | p50 ms | p95 ms | within SLO |",
+                "|---|---|---|---|---|",
+            ]
+            for level in block["closed"]:
+                lines.append(
+                    f"| {level['concurrency']} | {level['throughput']:.1f} | "
+                    f"{level['p50_ms']:.1f} | {level['p95_ms']:.1f} | "
+                    f"{_pct(level['within_slo'])} |"
+                )
+            lines.append("")
+        soak = block.get("soak")
+        if soak:
+            got = soak["summary"]
+            lines += [
+                f"Soak: {soak['seconds'] / 60:.0f} min of Poisson at {soak['rate']:.1f} "
+                f"req/s under deadline: {got['count']} requests, {got['errors']} errors, "
+                f"{got['rejected']} rejected, p95 {got['p95_ms']:.1f} ms, within SLO "
+                f"{_pct(got['within_slo'])}; server RSS {soak['rss_first_min_mb']:.0f} MB "
+                f"in the first minute, {soak['rss_last_min_mb']:.0f} MB in the last.",
+                "",
+            ]
+        else:
+            lines += ["Soak: not run in this report (`--soak 1800`).", ""]
+        lines += [
+            "### Simulator against server (same arrivals)",
+            "",
+            "| run | server p50 ms | sim p50 ms | server p95 ms | sim p95 ms | sim/server "
+            "p95 | server eff. quality | sim eff. quality | sim/server quality |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in block["runs"]:
+            a, b = r["server"], r["simulated"]
+            fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+            q = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+            lines.append(
+                f"| {r['trace']} {r['policy']} | {fmt(a.get('p50_ms'))} | "
+                f"{fmt(b.get('p50_ms'))} | {fmt(a.get('p95_ms'))} | {fmt(b.get('p95_ms'))} "
+                f"| {_ratio(a.get('p95_ms'), b.get('p95_ms'))} | "
+                f"{q(a.get('effective_quality'))} | {q(b.get('effective_quality'))} | "
+                f"{_ratio(a.get('effective_quality'), b.get('effective_quality'))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
