@@ -35,9 +35,11 @@ def main(
     ),
     policy: str = typer.Option(
         "deadline",
-        help="How each batch's choice is picked: deadline (the best choice that still meets "
-        "the oldest waiting query's deadline), queue[:H] (by queue length, hysteresis H, "
-        "default 0.25) or static:CHOICE (always CHOICE)",
+        help="How each batch's choice is picked: deadline[:M] (the best choice that still "
+        "meets the oldest waiting query's deadline and leaves the rest of the queue, and the "
+        "queries expected within one SLO, feasible; deadlines planned M of the SLO early, "
+        "default 0.2), queue[:H] (by queue length, hysteresis H, default 0.25) or "
+        "static:CHOICE (always CHOICE)",
     ),
     slo_ms: float = typer.Option(
         None,

@@ -26,7 +26,7 @@ def main(
     policy: str = typer.Option(
         "deadline",
         help="Schedule policies to compare, separated by ';' or ',' (static:CHOICE, queue[:H], "
-        "deadline, or 'frontier' for static:C of every frontier choice)",
+        "deadline[:M], or 'frontier' for static:C of every frontier choice)",
     ),
     slo_ms: float = typer.Option(..., "--slo-ms", help="Latency objective per request (ms)"),
     servers: int = typer.Option(1, min=1, help="Parallel servers (cores, GPUs, replicas)"),
@@ -38,6 +38,13 @@ def main(
     ),
     overhead_ms: float = typer.Option(
         0.0, min=0.0, help="Per-request time outside the model (HTTP, JSON) added to each answer"
+    ),
+    cpu_per_request_ms: float = typer.Option(
+        0.0,
+        min=0.0,
+        help="Per-request CPU the server spends on its own core beside the model (HTTP, JSON, "
+        "scheduling; /metrics: process_cpu_seconds_total minus "
+        "elasticir_model_cpu_seconds_total, per query): added to each batch's service time",
     ),
     topics: Path = typer.Option(
         None,
@@ -114,6 +121,7 @@ def main(
                 max_queue=max_queue,
                 shed=shed,
                 overhead=overhead_ms / 1000,
+                cpu_per_request=cpu_per_request_ms / 1000,
                 seed=seed,
                 progress=advance,
             )
@@ -133,6 +141,7 @@ def main(
             "max_queue": max_queue,
             "shed": shed,
             "overhead_ms": overhead_ms,
+            "cpu_per_request_ms": cpu_per_request_ms,
             "seed": seed,
             "simulated_in_s": round(seconds, 2),
             "switches": result.switches,

@@ -62,6 +62,16 @@ def test_summary_of_hand_made_records() -> None:
     assert s["slo_ms"] == pytest.approx(100.0)
 
 
+def test_time_outside_the_server_is_client_minus_server_latency() -> None:
+    records = hand_made()
+    assert summarize(records, SLO, 10.0)["outside_p50_ms"] is None  # no server timings
+    by_id = {r.id: r for r in records}
+    for i, server in ((0, 0.006), (1, 0.017), (2, 0.046)):  # 4, 3 and 4 ms outside
+        by_id[i].server_latency = server
+    by_id[4].server_latency = 0.0  # a refusal's timing is not an answer's: ignored
+    assert summarize(records, SLO, 10.0)["outside_p50_ms"] == pytest.approx(4.0)
+
+
 def test_judged_queries_can_be_named() -> None:
     s = summarize(hand_made(), SLO, 10.0, judged={"a", "b", "c"})
     # c's failed request and its on-time answer without a quality count 0 as well

@@ -12,7 +12,13 @@ import pytest
 
 from elasticir.data.errors import InputFormatError
 from elasticir.schedule.choices import Choice
-from elasticir.schedule.points import CostModel, CostTracker, OperatingPoint, OperatingPoints
+from elasticir.schedule.points import (
+    CostModel,
+    CostTracker,
+    OperatingPoint,
+    OperatingPoints,
+    pareto,
+)
 from elasticir.schedule.policies import (
     DeadlinePolicy,
     QueuePolicy,
@@ -116,6 +122,24 @@ def test_frontier_drops_dominated_points_and_files_round_trip(tmp_path: Path) ->
         points["L3-W50"]
 
 
+def test_a_choice_dearer_alone_but_cheaper_in_full_batches_stays_on_the_frontier() -> None:
+    def point(choice: str, fixed: float, per: float, quality: float) -> OperatingPoint:
+        return OperatingPoint(Choice.parse(choice), CostModel(fixed, per), {"RR@10": quality})
+
+    # L2-W50: 2.6 ms alone, 15.7 ms for 16; L3-W50: 2.4 ms alone, 20.2 ms for 16, a bit better
+    batchy = point("L2-W50", 0.0017, 0.00087, 0.8506)
+    quick = point("L3-W50", 0.0012, 0.00119, 0.8519)
+    worse = point("L4", 0.0030, 0.00200, 0.8500)  # dearer both ways and worse: dominated
+    full = point("full", 0.0050, 0.00290, 0.9352)
+    frontier = pareto([full, worse, quick, batchy], "RR@10")
+    assert [str(p.choice) for p in frontier] == ["L2-W50", "L3-W50", "full"]
+    # the fallback (first) is the cheapest in full batches, which a drained queue runs at
+    assert frontier[0].cost.predict(16) < frontier[1].cost.predict(16)
+    # equal quality: only the one cheaper per query stays
+    twin = point("L6-W50", 0.0001, 0.00100, 0.8519)
+    assert [str(p.choice) for p in pareto([quick, twin], "RR@10")] == ["L6-W50"]
+
+
 def test_bad_points_files_say_what_is_wrong(tmp_path: Path) -> None:
     path = tmp_path / "points.json"
     make_points().save(path)
@@ -213,6 +237,39 @@ def test_deadline_policy_slows_down_when_the_machine_does() -> None:
     for _ in range(20):  # the best choice now takes 3x its profiled time
         policy.observe(Choice.parse(BEST), 1, 0.15)
     assert str(policy.decide(0.0, one)) == MIDDLE
+
+
+def test_deadline_policy_keeps_capacity_for_the_requests_it_expects() -> None:
+    policy = DeadlinePolicy()
+    policy.bind(make_points(), slo=0.1, max_batch=4)
+    one = requests([1.0], 0.1)
+    assert str(policy.decide(1.0, one)) == BEST  # nothing else has arrived lately
+    # 1,000 requests/s over the last second: the next 100 ms bring 100 more, beyond what
+    # even the cheapest choice serves (6 ms per batch of 4); 50 ms at the best choice first
+    # would make more of them late than the cheapest would
+    for i in range(1000):
+        policy.arrived(i / 1000)
+    assert policy.rate(1.0) == pytest.approx(1000, rel=0.01)
+    assert str(policy.decide(1.0, one)) != BEST
+    # the rate is of the last second only: two seconds later the stream has stopped
+    assert policy.rate(3.0) == 0 and str(policy.decide(3.0, requests([3.0], 0.1))) == BEST
+
+
+def test_deadline_margin_plans_deadlines_early_and_parses() -> None:
+    fresh = requests([0.0], 0.1)
+    # the oldest has waited 40 ms: the best choice (50 ms) ends at 90 ms, inside the SLO but
+    # inside the default reserve (20 ms) as well; with no reserve it is taken
+    decided = {}
+    for spec in ("deadline:0", "deadline"):
+        policy = parse_schedule(spec)
+        policy.bind(make_points(), slo=0.1, max_batch=4)
+        decided[spec] = str(policy.decide(0.04, fresh))
+    assert decided == {"deadline:0": BEST, "deadline": MIDDLE}
+    for spec in ("deadline", "deadline:0", "deadline:0.35"):
+        assert str(parse_schedule(spec)) == spec
+    for bad in ("deadline:1", "deadline:-0.1", "deadline:soon"):
+        with pytest.raises(ValueError, match="margin"):
+            parse_schedule(bad)
 
 
 # --- scheduler ---------------------------------------------------------------------------
@@ -348,6 +405,33 @@ def test_more_servers_serve_more() -> None:
     assert _summary(four.records, 0.2)[0] > _summary(one.records, 0.2)[0]
     assert len(four.busy) == 4 and all(b > 0 for b in four.busy)
     assert sum(four.busy) == pytest.approx(sum(one.busy), rel=0.3)
+
+
+def test_overhead_delays_answers_and_cpu_per_request_lengthens_batches() -> None:
+    points = make_points(spread=(1.0,))
+    ids = ["q0"]
+    alone = [0.0, 1.0, 2.0]  # one request at a time: nothing queues
+    base = simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0)
+    later = simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, overhead=0.003)
+    for a, b in zip(base.records, later.records):
+        assert b.latency == pytest.approx(a.latency + 0.003)
+    cpu = simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, cpu_per_request=0.002)
+    for a, b in zip(base.records, cpu.records):
+        assert b.latency == pytest.approx(a.latency + 0.002)  # a batch of one: 1 x 2 ms
+    assert sum(cpu.busy) == pytest.approx(sum(base.busy) + 3 * 0.002)
+    # under load the per-request CPU is paid by every request of a batch, and queues build
+    arrivals = parse_trace("poisson").arrivals(60, 20, seed=6)
+    light = simulate(points, StaticPolicy(CHEAP), arrivals, ids, slo=1.0, max_batch=4)
+    heavy = simulate(
+        points, StaticPolicy(CHEAP), arrivals, ids, slo=1.0, max_batch=4, cpu_per_request=0.004
+    )
+    assert sum(heavy.busy) > sum(light.busy) + 0.9 * 0.004 * len(arrivals)
+    mean = lambda run: np.mean([r.latency for r in run.records])  # noqa: E731
+    assert mean(heavy) > mean(light)
+    with pytest.raises(ValueError, match="cpu_per_request"):
+        simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, cpu_per_request=-1.0)
+    with pytest.raises(ValueError, match="overhead"):
+        simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, overhead=math.nan)
 
 
 def test_simulation_refuses_bad_input() -> None:

@@ -193,6 +193,9 @@ class _Generator:
                 timings = result.get("timings") or {}
                 record.queue_length = _int_or_none(timings.get("queue_length"))
                 record.batch_size = _int_or_none(timings.get("batch_size"))
+                total_ms = timings.get("total_ms")
+                if isinstance(total_ms, int | float) and not isinstance(total_ms, bool):
+                    record.server_latency = float(total_ms) / 1000.0
             except (ValueError, KeyError, IndexError, TypeError) as failure:
                 record.error = f"HTTP 200 with an unreadable body ({type(failure).__name__})"
                 self.errors += 1

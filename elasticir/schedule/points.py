@@ -15,7 +15,7 @@ policies, the server and the simulator read them. One JSON file holds::
 A :class:`CostModel` predicts a batch's service time as ``fixed + per_query * batch`` (least
 squares over the measured batches); ``ratios`` are measured/predicted of every timed call, the
 spread the simulator samples from. The Pareto frontier is the set of points no other point
-beats on both predicted single-query time and quality.
+beats at every batch size and on quality (see :func:`pareto`).
 """
 
 from __future__ import annotations
@@ -126,11 +126,29 @@ class OperatingPoint:
 
 
 def pareto(points: Sequence[OperatingPoint], metric: str) -> list[OperatingPoint]:
-    """The points no other point beats on both single-query time and ``metric``, cheapest
-    first (so quality strictly increases along the list)."""
-    ranked = sorted(points, key=lambda p: (p.cost.predict(1), -p.value(metric), str(p.choice)))
+    """The points no other point beats at every batch size and on ``metric``, in increasing
+    quality.
+
+    Costs are lines in the batch size, so one point costs no more than another at every size
+    when it does at a batch of one (``fixed + per_query``) and per added query
+    (``per_query``). A point is dominated when another is no dearer both ways and no worse,
+    and better in at least one; a choice that is dearer alone but cheaper in full batches
+    stays (under load it is the cheaper one). Along the list quality strictly increases; the
+    first point is the one a policy falls back on: the cheapest per query among the worst
+    (ties: the cheaper alone).
+    """
+
+    def key(p: OperatingPoint) -> tuple[float, float, float]:
+        return (p.cost.predict(1), p.cost.per_query, p.value(metric))
+
+    def beats(a: OperatingPoint, b: OperatingPoint) -> bool:
+        (a1, ap, aq), (b1, bp, bq) = key(a), key(b)
+        return a1 <= b1 and ap <= bp and aq >= bq and (a1, ap, aq) != (b1, bp, bq)
+
+    kept = [p for p in points if not any(beats(q, p) for q in points if q is not p)]
+    kept.sort(key=lambda p: (p.value(metric), p.cost.per_query, p.cost.predict(1), str(p.choice)))
     frontier: list[OperatingPoint] = []
-    for point in ranked:
+    for point in kept:  # equal quality: keep the first (cheapest per query) only
         if not frontier or point.value(metric) > frontier[-1].value(metric):
             frontier.append(point)
     return frontier

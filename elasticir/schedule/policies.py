@@ -12,12 +12,17 @@ Scheduler`:
     with its measured spread); the best choice whose threshold the queue is under serves.
     Moving to a better choice needs the queue under ``(1 - H)`` of that choice's threshold, so
     the choice does not flap around a threshold.
-``deadline``
+``deadline`` (or ``deadline:M`` with margin ``M`` in [0, 1), default 0.2)
     SLO-aware: at each dispatch, the best-quality frontier choice whose predicted completion
     (cautious: at the 90th percentile of its measured spread, corrected online from the
     service times it has measured) meets the oldest waiting request's deadline, while the rest
     of the queue served after it at the cheapest choice misses no more deadlines than it would
-    if this batch were served at the cheapest too.
+    if this batch were served at the cheapest too. "The rest" includes the requests expected
+    to arrive within one SLO at the recent arrival rate (the last second's), so under a
+    heavy steady stream a dearer choice is taken only with capacity to spare for what comes
+    next, not just for what already waits. ``deadline:M`` plans every deadline ``M`` of the
+    SLO early (default 0.2): a reserve for the time outside the server's clock (HTTP, the
+    client) and for predictions that run short.
 
 Every policy serves the oldest requests first, up to the scheduler's maximum batch. Requests
 that cannot make their deadline even at the cheapest choice are served (late) or shed by the
@@ -26,6 +31,7 @@ scheduler, which counts them either way.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,11 +64,27 @@ class SchedulePolicy:
 
     name = "policy"
 
+    #: seconds of arrivals :meth:`rate` counts
+    window = 1.0
+
     def __init__(self) -> None:
         self.points: OperatingPoints | None = None
         self.tracker: CostTracker | None = None
         self.slo = 0.0
         self.max_batch = 1
+        self._recent: deque[float] = deque()
+
+    def arrived(self, at: float) -> None:
+        """A request arrived at ``at`` (the scheduler tells every policy, refused or not)."""
+        self._recent.append(at)
+        while self._recent and self._recent[0] <= at - self.window:
+            self._recent.popleft()
+
+    def rate(self, now: float) -> float:
+        """Requests per second over the last :attr:`window` seconds before ``now``."""
+        while self._recent and self._recent[0] <= now - self.window:
+            self._recent.popleft()
+        return len(self._recent) / self.window
 
     def bind(self, points: OperatingPoints, slo: float, max_batch: int) -> None:
         if slo <= 0:
@@ -78,7 +100,9 @@ class SchedulePolicy:
 
     @property
     def choices(self) -> list[Choice]:
-        """The choices this policy may pick, cheapest first."""
+        """The choices this policy may pick, in increasing quality; the first is the
+        fallback, the cheapest per query among the worst (see
+        :func:`~elasticir.schedule.points.pareto`)."""
         raise NotImplementedError
 
     @property
@@ -127,7 +151,7 @@ class StaticPolicy(SchedulePolicy):
 class _FrontierPolicy(SchedulePolicy):
     def _bound(self) -> None:
         assert self.points is not None
-        self._frontier = [p.choice for p in self.points.frontier]  # cheapest first
+        self._frontier = [p.choice for p in self.points.frontier]  # increasing quality
 
     @property
     def choices(self) -> list[Choice]:
@@ -194,44 +218,64 @@ class QueuePolicy(_FrontierPolicy):
 class DeadlinePolicy(_FrontierPolicy):
     name = "deadline"
 
+    def __init__(self, margin: float = 0.2) -> None:
+        super().__init__()
+        if not 0 <= margin < 1:
+            raise ValueError(f"deadline margin must be in [0, 1), got {margin}")
+        self.margin = float(margin)
+
+    def _bound(self) -> None:
+        super()._bound()
+        self._reserve = self.margin * self.slo  # planned deadlines come this much earlier
+
+    def _expected(self, now: float) -> list[Request]:
+        """The requests expected within one SLO from ``now`` at the recent rate, evenly
+        spaced (placeholders: they only take part in the lookahead)."""
+        rate = self.rate(now)
+        count = min(int(rate * self.slo), 64 * self.max_batch)
+        return [
+            Request(-1, now + (i + 1) / rate, now + (i + 1) / rate + self.slo) for i in range(count)
+        ]
+
     def _misses_after(self, start: float, queue: Sequence[Request], horizon: float) -> int:
         """Deadlines missed among ``queue`` served from ``start`` in full batches at the
-        cheapest choice (the requests past ``horizon`` miss at any choice: counted alike)."""
+        cheapest choice, a batch starting no sooner than its last request arrives (the
+        requests past ``horizon`` miss at any choice: counted alike)."""
         cheapest, misses, at = self._frontier[0], 0, start
         for first in range(0, len(queue), self.max_batch):
             if at > horizon:
                 return misses + len(queue) - first
             batch = queue[first : first + self.max_batch]
-            at += self.predict(cheapest, len(batch), cautious=True)
-            misses += sum(1 for r in batch if r.deadline < at)
+            at = max(at, batch[-1].arrival) + self.predict(cheapest, len(batch), cautious=True)
+            misses += sum(1 for r in batch if r.deadline - self._reserve < at)
         return misses
 
     def decide(self, now: float, queue: Sequence[Request]) -> Choice:
         if not queue:
             return self._frontier[-1]
         size = min(len(queue), self.max_batch)
-        batch, rest = queue[:size], queue[size:]
-        horizon = max(r.deadline for r in queue)
+        batch, rest = queue[:size], [*queue[size:], *self._expected(now)]
+        horizon = max(r.deadline for r in [*batch, *rest])
         floor: int | None = None
         for i in range(len(self._frontier) - 1, -1, -1):
             choice = self._frontier[i]
             done = now + self.predict(choice, size, cautious=True)
-            if i > 0 and done > batch[0].deadline:
+            if i > 0 and done > batch[0].deadline - self._reserve:
                 continue  # the oldest request would miss at this choice
-            misses = sum(1 for r in batch if r.deadline < done)
+            misses = sum(1 for r in batch if r.deadline - self._reserve < done)
             misses += self._misses_after(done, rest, horizon)
             if i == 0:
                 return choice
             if floor is None:
                 cheap_done = now + self.predict(self._frontier[0], size, cautious=True)
-                floor = sum(1 for r in batch if r.deadline < cheap_done)
+                floor = sum(1 for r in batch if r.deadline - self._reserve < cheap_done)
                 floor += self._misses_after(cheap_done, rest, horizon)
             if misses <= floor:
                 return choice
         return self._frontier[0]
 
     def __str__(self) -> str:
-        return "deadline"
+        return "deadline" if self.margin == 0.2 else f"deadline:{self.margin:g}"
 
 
 def parse_schedule(spec: str) -> SchedulePolicy:
@@ -251,8 +295,16 @@ def parse_schedule(spec: str) -> SchedulePolicy:
             raise ValueError(
                 f"schedule {text!r}: queue:H takes a hysteresis H in [0, 1), e.g. queue:0.25"
             ) from None
-    if name == "deadline" and not argument:
-        return DeadlinePolicy()
+    if name == "deadline":
+        if not argument:
+            return DeadlinePolicy()
+        try:
+            return DeadlinePolicy(float(argument))
+        except ValueError:
+            raise ValueError(
+                f"schedule {text!r}: deadline:M takes a margin M in [0, 1) (the share of the "
+                "SLO kept in reserve), e.g. deadline:0.2"
+            ) from None
     raise ValueError(
-        f"unknown schedule policy {text!r}: expected static:CHOICE, queue[:H] or deadline"
+        f"unknown schedule policy {text!r}: expected static:CHOICE, queue[:H] or deadline[:M]"
     )

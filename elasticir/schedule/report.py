@@ -62,7 +62,9 @@ class RequestRecord:
     ``status``: ``ok``, ``rejected`` (503) or ``error`` (another status, a broken
     connection, a timeout); ``quality``: the metric of the returned ranking (None: the query
     is unjudged, or no ranking came back). ``send_lag`` (how late the generator itself wrote
-    the request) and ``error`` (what went wrong) are filled in by the load generator only.
+    the request), ``server_latency`` (the server's own arrival-to-answer seconds, from the
+    answer's timings) and ``error`` (what went wrong) are filled in by the load generator
+    only.
     """
 
     id: int
@@ -76,6 +78,7 @@ class RequestRecord:
     batch_size: int | None = None
     doc_ids: list[str] = field(default_factory=list)
     send_lag: float | None = None
+    server_latency: float | None = None
     error: str | None = None
 
     def within(self, slo: float) -> bool:
@@ -131,6 +134,14 @@ def summarize(
         key = r.choice if r.choice is not None else "unknown"
         shares[key] = shares.get(key, 0) + 1
     lags = np.asarray([r.send_lag for r in records if r.send_lag is not None], dtype=float)
+    outside = np.asarray(
+        [
+            r.latency - r.server_latency
+            for r in ok
+            if r.latency is not None and r.server_latency is not None
+        ],
+        dtype=float,
+    )  # HTTP, JSON and the client's own work: the latency the server's clock does not see
     return {
         "count": count,
         "answered": len(ok),
@@ -154,6 +165,7 @@ def summarize(
         "switch_rate": switches / (len(ordered) - 1) if len(ordered) > 1 else None,
         "choice_shares": {k: v / len(ordered) for k, v in sorted(shares.items())},
         "send_lag_p99_ms": _percentile_ms(lags, 99),
+        "outside_p50_ms": _percentile_ms(outside, 50),
     }
 
 

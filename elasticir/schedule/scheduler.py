@@ -62,6 +62,7 @@ class Scheduler:
     def submit(self, request: Request) -> bool:
         """Queue ``request``; False (counted ``rejected_full``) when the queue is full."""
         self.counts["submitted"] += 1
+        self.policy.arrived(request.arrival)
         if len(self.queue) >= self.max_queue:
             self.counts["rejected_full"] += 1
             return False

@@ -17,6 +17,7 @@ import bisect
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -310,6 +311,21 @@ class ServeMetrics:
         )
         self.slo_seconds: Gauge = add(
             Gauge("elasticir_slo_seconds", "The latency objective each query's deadline is set by.")
+        )
+        self.model_cpu: Counter = add(
+            Counter(
+                "elasticir_model_cpu_seconds_total",
+                "CPU seconds the worker thread spent running batches (models and index); "
+                "process_cpu_seconds_total minus this is the serving overhead (HTTP, JSON, "
+                "scheduling).",
+            )
+        )
+        self.process_cpu: Counter = add(
+            Counter(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+                function=time.process_time,
+            )
         )
         self.resident_memory: Gauge = add(
             Gauge(

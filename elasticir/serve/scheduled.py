@@ -91,7 +91,7 @@ class _Pending:
 def default_slo(points: OperatingPoints, policy: SchedulePolicy | None = None) -> float:
     """Four times the predicted single-query time of the most expensive frontier choice (or of
     a static policy's choice, when that is dearer), rounded up to a whole millisecond."""
-    seconds = points.frontier[-1].cost.predict(1)
+    seconds = max(p.cost.predict(1) for p in points.frontier)
     if isinstance(policy, StaticPolicy) and policy.choice in points:
         seconds = max(seconds, points[policy.choice].cost.predict(1))
     return math.ceil(4 * seconds * 1000 - 1e-9) / 1000
@@ -163,7 +163,8 @@ class ScheduledPipeline:
 
     @property
     def choices(self) -> list[Choice]:
-        """The choices the policy may pick, cheapest first."""
+        """The choices the policy may pick, in increasing quality (the first is the
+        fallback when nothing better fits)."""
         return self.policy.choices
 
     @property
@@ -312,7 +313,7 @@ class ScheduledPipeline:
         # ids unique within the batch: the same text (or client id) may come twice
         queries = [Query(f"q{i}", _payload(r).text) for i, r in enumerate(requests)]
         k = max(_payload(r).k for r in requests)
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             run = self.executor.run(queries, choice, k=k).run
         except Exception as error:  # one bad batch must not stop the server
@@ -324,6 +325,7 @@ class ScheduledPipeline:
             return
         ended = time.monotonic()
         seconds = ended - started
+        self.metrics.model_cpu.inc(amount=max(0.0, time.thread_time() - cpu))
         with self._cond:
             self.scheduler.finished(batch, seconds, ended)
         self.metrics.service.observe(seconds, str(choice))

@@ -5,7 +5,10 @@ arrival queues a request (or is rejected when the queue is full); a completion f
 server and tells the scheduler the batch's service time; whenever a server is free the
 scheduler is asked for a batch, at once or when its dynamic-batching wait runs out. Each
 served request ends ``overhead`` seconds after its batch (the server's per-request cost outside
-the model: HTTP, JSON), which the cost models do not hold.
+the model: HTTP, JSON), which the cost models do not hold. ``cpu_per_request`` is the part of
+that cost a server spends on its own core while batches run (parsing requests, writing
+answers): each batch's service time grows by it per request, so a loaded single-core server
+serves fewer requests per second than its cost models alone would say.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def simulate(
     max_queue: int = 1024,
     shed: bool = False,
     overhead: float = 0.0,
+    cpu_per_request: float = 0.0,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> SimulationResult:
@@ -53,6 +57,10 @@ def simulate(
     ``policy`` on ``servers`` parallel servers; every request gets a record."""
     if servers < 1:
         raise ValueError(f"servers must be at least 1, got {servers}")
+    if not (math.isfinite(overhead) and overhead >= 0):
+        raise ValueError(f"overhead must be a number of seconds >= 0, got {overhead}")
+    if not (math.isfinite(cpu_per_request) and cpu_per_request >= 0):
+        raise ValueError(f"cpu_per_request must be a number of seconds >= 0, got {cpu_per_request}")
     if not query_ids:
         raise ValueError("simulate: no query ids to assign to the requests")
     times = np.asarray(arrivals, dtype=float)
@@ -134,7 +142,8 @@ def simulate(
             if not batch.requests:
                 continue
             assert batch.choice is not None
-            service = points[batch.choice].cost.sample(len(batch.requests), rng)
+            size = len(batch.requests)
+            service = points[batch.choice].cost.sample(size, rng) + size * cpu_per_request
             server = idle.pop()
             free -= 1
             seq += 1
