@@ -52,7 +52,12 @@ from elasticir.data import get_dataset  # noqa: E402
 from elasticir.data.topics import read_topics  # noqa: E402
 from elasticir.schedule.points import OperatingPoints  # noqa: E402
 from elasticir.schedule.policies import parse_schedule  # noqa: E402
-from elasticir.schedule.report import comparison_table, summarize  # noqa: E402
+from elasticir.schedule.report import (  # noqa: E402
+    comparison_table,
+    outside_times,
+    read_records,
+    summarize,
+)
 from elasticir.schedule.traces import parse_trace  # noqa: E402
 from elasticir.simulation import simulate  # noqa: E402
 
@@ -74,13 +79,10 @@ PIPELINES = {
         "rerank": "dipair,ranker",
         "choices": [
             "full",
-            "L6-W50",
             "L2-W50",
             "full>dipair%20",
             "full>ranker%20",
             "full>ranker%20@calibrated:cutoff-top20",
-            "full>ranker%20@calibrated:rank-top20",
-            "full>ranker%10",
             "L6-W50>ranker%20@calibrated:cutoff-top20",
         ],
         "full": "full>ranker%20",
@@ -334,13 +336,14 @@ def measure_outside(name, spec, ctx) -> dict:
     """What the cost models do not hold, on the cheapest choice: ``outside_ms``, the median of
     client latency minus the server's own total (HTTP, JSON, the client) at a light 20
     req/s, and ``cpu_per_request_ms``, the server's CPU per query beside the model (process
-    CPU minus the worker's model CPU, from /metrics) under 8 s of 32 closed-loop clients,
-    the load at which it competes with the model. The simulator adds the first to every
-    answer and the second to every batch (per request), the server's core being shared."""
+    CPU minus the worker's model CPU, from /metrics) under 10 s of a Poisson stream at 60% of
+    the cheapest choice's full-batch throughput, the load at which it competes with the
+    model. The simulator draws each answer's outside time from the light run's answers (less
+    the CPU, which it adds to every batch, per request: the server's core is shared)."""
     cached = OUT / name / "outside.json"
     if cached.exists():
         got = json.loads(cached.read_text())
-        if "cpu_per_request_ms" in got:
+        if "outside_samples_ms" in got:
             return got
     cheapest = str(ctx["points"].frontier[0].choice)
     folder = OUT / name / "outside"
@@ -355,19 +358,25 @@ def measure_outside(name, spec, ctx) -> dict:
     try:
         server.wait()
         got = loadtest(server.url, ctx, spec["metric"], folder / "loadtest", "poisson", 20.0, 15)
-        # the CPU beside the model, where it matters: a saturated server (32 clients)
+        # the CPU beside the model where it matters: a heavy open-loop stream, 60% of what
+        # the cheapest choice computes in full batches (a run of its own, not one compared)
+        cheap = ctx["points"].frontier[0].cost
+        heavy = 0.6 * 16 / cheap.predict(16)
         before = _scrape(server)
-        saturate = ("--closed", "32", "--duration", "8")
-        command = loadtest_command(server.url, ctx, spec["metric"], folder / "saturated", *saturate)
+        stream = ("--trace", "poisson", "--rate", f"{heavy:.2f}", "--duration", "10")
+        command = loadtest_command(server.url, ctx, spec["metric"], folder / "heavy", *stream)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         after = _scrape(server)
     finally:
         server.stop()
     served = max(after["served"] - before["served"], 1.0)
     beside = (after["process"] - before["process"]) - (after["model"] - before["model"])
+    records = read_records(folder / "loadtest" / "requests.jsonl")
     result = {
         "outside_ms": float(got["outside_p50_ms"]),
+        "outside_samples_ms": [round(t * 1000, 4) for t in outside_times(records)],
         "cpu_per_request_ms": max(0.0, beside) / served * 1000,
+        "heavy_rate": heavy,
         "choice": cheapest,
         "served": served,
         "summary": got,
@@ -384,13 +393,14 @@ def simulate_like_server(ctx, policy: str, arrivals) -> dict:
     """The simulation of one server run: same arrivals, same query order, the measured
     outside time and per-request CPU."""
     cpu = ctx["cpu_ms"] / 1000
+    samples = ctx.get("outside_samples_ms") or [ctx["overhead_ms"]]
     sim = simulate(
         ctx["points"],
         parse_schedule(policy),
         arrivals,
         [q.query_id for q in ctx["queries"]],
         slo=ctx["slo_ms"] / 1000,
-        overhead=max(0.0, ctx["overhead_ms"] / 1000 - cpu),
+        overhead=[max(0.0, t / 1000 - cpu) for t in samples],
         cpu_per_request=cpu,
     )
     return sim
@@ -398,13 +408,7 @@ def simulate_like_server(ctx, policy: str, arrivals) -> dict:
 
 def run_once(name, spec, ctx, policy, trace_name, trace, rate, seconds) -> dict:
     """One server run (fresh process) and the simulation of the same arrivals."""
-    folder = (
-        OUT
-        / name
-        / "runs"
-        / trace_name
-        / policy.replace(":", "_").replace(">", "_").replace("%", "_").replace("@", "_")
-    )
+    folder = run_folder(name, trace_name, policy)
     done = folder / "result.json"
     if done.exists():
         result = json.loads(done.read_text())
@@ -567,6 +571,26 @@ def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
     return result
 
 
+def run_folder(name: str, trace_name: str, policy: str) -> Path:
+    safe = policy.replace(":", "_").replace(">", "_").replace("%", "_").replace("@", "_")
+    return OUT / name / "runs" / trace_name / safe
+
+
+def keep_plots(name: str, spec: dict) -> None:
+    """Copy the time series worth looking at next to the pipeline's results (the per-run
+    plots stay local with the per-request records)."""
+    for trace_name, policy in (
+        ("burst", "deadline"),
+        ("burst", "queue"),
+        ("burst", f"static:{spec['full']}"),
+        ("step", "deadline"),
+    ):
+        plot = run_folder(name, trace_name, policy) / "loadtest" / "timeseries.png"
+        if plot.exists():
+            target = OUT / name / f"timeseries-{trace_name}-{run_folder(name, '', policy).name}.png"
+            shutil.copyfile(plot, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipelines", default="retrieval,rerank")
@@ -618,6 +642,8 @@ def main() -> None:
         log(f"{name}: SLO {slo_ms} ms; frontier: {frontier}")
         outside = measure_outside(name, spec, ctx)
         ctx["overhead_ms"], ctx["cpu_ms"] = outside["outside_ms"], outside["cpu_per_request_ms"]
+        ctx["heavy_rate"] = outside.get("heavy_rate", 0)
+        ctx["outside_samples_ms"] = outside["outside_samples_ms"]
         lam = lambda_full(name, spec, ctx)
         log(f"{name}: lambda_full = {lam:.2f} req/s")
         policies = [f"static:{p.choice}" for p in points.frontier] + ["queue", "deadline"]
@@ -631,6 +657,7 @@ def main() -> None:
                 runs.append(
                     run_once(name, spec, ctx, policy, trace_name, trace, multiple * lam, seconds)
                 )
+        keep_plots(name, spec)
         closed = closed_sweep(name, spec, ctx, args.closed)
         soak = run_soak(name, spec, ctx, lam, args.soak) if args.soak > 0 else None
         report["pipelines"][name] = {
@@ -640,6 +667,7 @@ def main() -> None:
             "slo_ms": slo_ms,
             "outside_ms": ctx["overhead_ms"],
             "cpu_per_request_ms": ctx["cpu_ms"],
+            "heavy_rate": ctx.get("heavy_rate", 0),
             "lambda_full": lam,
             "runs": runs,
             "frontier": [str(p.choice) for p in points.frontier],
@@ -709,28 +737,35 @@ def targets(block: dict) -> list[tuple[str, str, bool | None]]:
                     "better quality",
                     f"misses {_pct(1 - d['within_slo'])} vs {_pct(1 - q['within_slo'])}; quality "
                     f"{d['effective_quality']:.4f} vs {q['effective_quality']:.4f}",
-                    d["within_slo"] >= q["within_slo"]
+                    None
+                    if d["within_slo"] == q["within_slo"] == 1.0
+                    and abs(d["effective_quality"] - q["effective_quality"]) < 0.001
+                    else d["within_slo"] >= q["within_slo"]
                     and d["effective_quality"] >= q["effective_quality"] - 1e-9,
                 )
             )
-    close = [r for r in block["runs"] if r["server"].get("p95_ms") and r["simulated"].get("p95_ms")]
-    if close:
-        within = sum(
-            1
-            for r in close
-            if abs(r["simulated"]["p95_ms"] / r["server"]["p95_ms"] - 1) <= 0.1
-            and abs(
-                (r["simulated"]["effective_quality"] or 0)
-                / max(r["server"]["effective_quality"] or 1e-9, 1e-9)
-                - 1
-            )
-            <= 0.1
-        )
+    compared = [
+        r for r in block["runs"] if r["server"].get("p95_ms") and r["simulated"].get("p95_ms")
+    ]
+
+    def agree(r: dict, tolerance: float) -> bool:
+        a, b = r["server"], r["simulated"]
+        quality = (b["effective_quality"] or 0) / max(a["effective_quality"] or 0, 1e-9)
+        return abs(b["p95_ms"] / a["p95_ms"] - 1) <= tolerance and abs(quality - 1) <= tolerance
+
+    holding = [r for r in compared if (r["server"]["within_slo"] or 0) >= 0.5]
+    if compared:
+        ratios = sorted(r["simulated"]["p95_ms"] / r["server"]["p95_ms"] for r in compared)
         out.append(
             (
                 "simulator's p95 and quality within 10% of the server's",
-                f"{within} of {len(close)} runs",
-                within == len(close),
+                f"{sum(agree(r, 0.1) for r in compared)} of {len(compared)} runs (within 20%: "
+                f"{sum(agree(r, 0.2) for r in compared)}); of the {len(holding)} runs where the "
+                f"server kept half its requests within the SLO: "
+                f"{sum(agree(r, 0.1) for r in holding)} within 10%, "
+                f"{sum(agree(r, 0.2) for r in holding)} within 20%; median sim/server p95 "
+                f"{ratios[len(ratios) // 2]:.2f}",
+                all(agree(r, 0.1) for r in compared),
             )
         )
     return out
@@ -776,10 +811,12 @@ def render(report: dict) -> str:
                 "",
                 f"Per request, {block['outside_ms']:.2f} ms (median) pass outside the server's "
                 "own clock (HTTP, JSON, the client), measured at 20 req/s on the cheapest "
-                "choice; saturated by 32 closed-loop clients, the server spends "
+                "choice; under a Poisson stream at 60% of that choice's full-batch throughput "
+                f"({block.get('heavy_rate', 0):.0f} req/s), the server spends "
                 f"{block.get('cpu_per_request_ms', 0):.2f} ms of CPU per request on its own core "
                 "beside the model (its /metrics: process CPU minus model CPU). The simulator "
-                "adds the latency to every answer and the CPU to every batch, per request.",
+                "draws each answer's outside time from the light run's answers (less that CPU) "
+                "and adds the CPU to every batch, per request.",
             ]
         if shares:
             worst = max(
@@ -793,7 +830,8 @@ def render(report: dict) -> str:
             ]
         lines += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
         for target, value, met in targets(block):
-            lines.append(f"| {target} | {value} | {'yes' if met else '**no**'} |")
+            verdict = "tie (neither misses)" if met is None else "yes" if met else "**no**"
+            lines.append(f"| {target} | {value} | {verdict} |")
         lines += ["", "### Server runs", ""]
         rows = [
             {
@@ -812,14 +850,19 @@ def render(report: dict) -> str:
             lines += [
                 "### Closed loop under deadline (10 s per level)",
                 "",
-                "| clients | throughput (req/s) | p50 ms | p95 ms | within SLO |",
-                "|---|---|---|---|---|",
+                "| clients | throughput (req/s) | p50 ms | p95 ms | within SLO | eff. quality "
+                "| choices (share of answers) |",
+                "|---|---|---|---|---|---|---|",
             ]
             for level in block["closed"]:
+                shares = sorted((level.get("choice_shares") or {}).items(), key=lambda kv: -kv[1])
+                picked = ", ".join(f"{c} {v * 100:.0f}%" for c, v in shares if v >= 0.01)
+                quality = level.get("effective_quality")
                 lines.append(
                     f"| {level['concurrency']} | {level['throughput']:.1f} | "
                     f"{level['p50_ms']:.1f} | {level['p95_ms']:.1f} | "
-                    f"{_pct(level['within_slo'])} |"
+                    f"{_pct(level['within_slo'])} | "
+                    f"{'-' if quality is None else f'{quality:.4f}'} | {picked} |"
                 )
             lines.append("")
         soak = block.get("soak")

@@ -39,6 +39,15 @@ def main(
     overhead_ms: float = typer.Option(
         0.0, min=0.0, help="Per-request time outside the model (HTTP, JSON) added to each answer"
     ),
+    overhead_from: Path = typer.Option(
+        None,
+        "--overhead-from",
+        exists=True,
+        dir_okay=False,
+        help="A load generator's requests.jsonl from a real run: each simulated answer draws "
+        "its time outside the model from that run's answers (latency minus the server's own "
+        "total) instead of --overhead-ms",
+    ),
     cpu_per_request_ms: float = typer.Option(
         0.0,
         min=0.0,
@@ -71,12 +80,28 @@ def main(
     from elasticir.progress import progress_bar
     from elasticir.schedule.points import OperatingPoints
     from elasticir.schedule.policies import parse_schedule
-    from elasticir.schedule.report import comparison_table, summarize, write_report
+    from elasticir.schedule.report import (
+        comparison_table,
+        outside_times,
+        read_records,
+        summarize,
+        write_report,
+    )
     from elasticir.schedule.traces import parse_trace
     from elasticir.simulation import simulate
 
     points = OperatingPoints.load(points_file)
     shape = parse_trace(trace)
+    overhead: float | list[float] = overhead_ms / 1000
+    if overhead_from is not None:
+        if overhead_ms:
+            raise ValueError("give --overhead-ms or --overhead-from, not both")
+        overhead = [max(0.0, t) for t in outside_times(read_records(overhead_from))]
+        if not overhead:
+            raise ValueError(
+                f"{overhead_from}: no answered request carries the server's own latency "
+                "(records from elasticir loadtest against elasticir serve do)"
+            )
     if slo_ms <= 0:
         raise ValueError(f"--slo-ms must be positive, got {slo_ms}")
     if duration <= 0 or rate <= 0:
@@ -120,7 +145,7 @@ def main(
                 max_wait=max_wait_ms / 1000,
                 max_queue=max_queue,
                 shed=shed,
-                overhead=overhead_ms / 1000,
+                overhead=overhead,
                 cpu_per_request=cpu_per_request_ms / 1000,
                 seed=seed,
                 progress=advance,
@@ -141,6 +166,7 @@ def main(
             "max_queue": max_queue,
             "shed": shed,
             "overhead_ms": overhead_ms,
+            "overhead_from": None if overhead_from is None else str(overhead_from),
             "cpu_per_request_ms": cpu_per_request_ms,
             "seed": seed,
             "simulated_in_s": round(seconds, 2),

@@ -415,6 +415,12 @@ def test_overhead_delays_answers_and_cpu_per_request_lengthens_batches() -> None
     later = simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, overhead=0.003)
     for a, b in zip(base.records, later.records):
         assert b.latency == pytest.approx(a.latency + 0.003)
+    spaced = [float(i) for i in range(30)]  # one at a time, like ``alone``
+    drawn = simulate(
+        points, StaticPolicy(CHEAP), spaced, ids, slo=1.0, overhead=[0.001, 0.005]
+    )  # a measured distribution: each answer draws its own
+    extra = {round(b.latency - base.records[0].latency, 6) for b in drawn.records}
+    assert extra == {0.001, 0.005}
     cpu = simulate(points, StaticPolicy(CHEAP), alone, ids, slo=1.0, cpu_per_request=0.002)
     for a, b in zip(base.records, cpu.records):
         assert b.latency == pytest.approx(a.latency + 0.002)  # a batch of one: 1 x 2 ms

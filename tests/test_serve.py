@@ -570,3 +570,20 @@ def test_sigterm_drains_every_query_then_exits_0(sample_index: Path) -> None:
     # the drain did something: queries were waiting at the signal and answered after it
     assert queued > 0 and any(at > signalled for _, at, _ in results), (queued, lines)
     assert any(line.startswith("stopped: ") for line in lines), "".join(lines)
+
+
+def test_the_server_freezes_what_it_loaded_out_of_the_collectors_reach() -> None:
+    import gc
+
+    from elasticir.serve.server import settle_heap
+
+    loaded = [[f"token {i}"] for i in range(10_000)]  # stands in for a model's objects
+    try:
+        assert any(o is loaded[0] for o in gc.get_objects())  # a collection walks it
+        settle_heap()
+        assert gc.get_freeze_count() >= len(loaded)
+        # frozen: in no generation a collection walks, and still alive
+        assert not any(o is loaded[0] for o in gc.get_objects())
+        assert loaded[-1] == ["token 9999"]
+    finally:
+        gc.unfreeze()

@@ -134,14 +134,7 @@ def summarize(
         key = r.choice if r.choice is not None else "unknown"
         shares[key] = shares.get(key, 0) + 1
     lags = np.asarray([r.send_lag for r in records if r.send_lag is not None], dtype=float)
-    outside = np.asarray(
-        [
-            r.latency - r.server_latency
-            for r in ok
-            if r.latency is not None and r.server_latency is not None
-        ],
-        dtype=float,
-    )  # HTTP, JSON and the client's own work: the latency the server's clock does not see
+    outside = np.asarray(outside_times(ok), dtype=float)
     return {
         "count": count,
         "answered": len(ok),
@@ -167,6 +160,16 @@ def summarize(
         "send_lag_p99_ms": _percentile_ms(lags, 99),
         "outside_p50_ms": _percentile_ms(outside, 50),
     }
+
+
+def outside_times(records: Iterable[RequestRecord]) -> list[float]:
+    """Seconds each answered request spent outside the server's own clock (HTTP, JSON, the
+    client's side): its latency minus the server's total, where the answer carried one."""
+    return [
+        r.latency - r.server_latency
+        for r in records
+        if r.status == "ok" and r.latency is not None and r.server_latency is not None
+    ]
 
 
 def _finite(value: Any) -> Any:

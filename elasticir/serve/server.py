@@ -11,6 +11,7 @@ answered, and returns (a second SIGINT forces the exit).
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import signal
 import socket
@@ -215,6 +216,16 @@ def build_pipeline(config: ServeConfig, say: Say = _stderr) -> ScheduledPipeline
     return pipeline
 
 
+def settle_heap() -> None:
+    """Move everything loaded so far (models, tokenizer, index) out of the garbage
+    collector's reach. A loaded pipeline holds some 400,000 tracked objects, and each full
+    collection walked them all: ~90 ms with the server's core stopped, which under load
+    queued ~60 requests at once and made them late. Frozen, they are never scanned again;
+    what requests allocate is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 def _uvicorn_server(settings: Any, app: Any, pipeline: ScheduledPipeline, say: Say) -> Any:
     """uvicorn's server, telling the app when a signal starts the drain, saying where it
     listens once it does, and returning normally after a signalled, graceful stop (uvicorn
@@ -268,6 +279,7 @@ def serve(config: ServeConfig, say: Say = _stderr) -> None:
     sock = open_socket(config.host, config.port)
     try:
         pipeline = build_pipeline(config, say)
+        settle_heap()
         app = create_app(pipeline, k_max=config.k_max)
         served = pipeline.choices
         unused = [str(p.choice) for p in pipeline.scheduler.points.points if p.choice not in served]

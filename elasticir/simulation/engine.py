@@ -5,10 +5,11 @@ arrival queues a request (or is rejected when the queue is full); a completion f
 server and tells the scheduler the batch's service time; whenever a server is free the
 scheduler is asked for a batch, at once or when its dynamic-batching wait runs out. Each
 served request ends ``overhead`` seconds after its batch (the server's per-request cost outside
-the model: HTTP, JSON), which the cost models do not hold. ``cpu_per_request`` is the part of
-that cost a server spends on its own core while batches run (parsing requests, writing
-answers): each batch's service time grows by it per request, so a loaded single-core server
-serves fewer requests per second than its cost models alone would say.
+the model: HTTP, JSON), which the cost models do not hold; a sequence of seconds instead of
+one number is a measured distribution, each answer drawing its own. ``cpu_per_request`` is
+the part of that cost a server spends on its own core while batches run (parsing requests,
+writing answers): each batch's service time grows by it per request, so a loaded single-core
+server serves fewer requests per second than its cost models alone would say.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def simulate(
     max_wait: float = 0.002,
     max_queue: int = 1024,
     shed: bool = False,
-    overhead: float = 0.0,
+    overhead: float | Sequence[float] = 0.0,
     cpu_per_request: float = 0.0,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
@@ -57,8 +58,9 @@ def simulate(
     ``policy`` on ``servers`` parallel servers; every request gets a record."""
     if servers < 1:
         raise ValueError(f"servers must be at least 1, got {servers}")
-    if not (math.isfinite(overhead) and overhead >= 0):
-        raise ValueError(f"overhead must be a number of seconds >= 0, got {overhead}")
+    outside = np.atleast_1d(np.asarray(overhead, dtype=float))
+    if outside.size == 0 or not (np.all(np.isfinite(outside)) and np.all(outside >= 0)):
+        raise ValueError(f"overhead must be seconds >= 0 (one number or several), got {overhead}")
     if not (math.isfinite(cpu_per_request) and cpu_per_request >= 0):
         raise ValueError(f"cpu_per_request must be a number of seconds >= 0, got {cpu_per_request}")
     if not query_ids:
@@ -123,8 +125,13 @@ def simulate(
             busy[server] += end - start
             idle.append(server)
             free += 1
-            for request in batch.requests:
-                close(request, "ok", end + overhead, batch)
+            extra = (
+                outside[rng.integers(0, outside.size, len(batch.requests))]
+                if outside.size > 1
+                else np.full(len(batch.requests), outside[0])
+            )
+            for request, late_by in zip(batch.requests, extra):
+                close(request, "ok", end + float(late_by), batch)
         while next_arrival < n and times[next_arrival] <= now:
             j = next_arrival
             waiting_at[j] = len(scheduler.queue)
