@@ -3,7 +3,11 @@ the real server against the simulator.
 
     python benchmarks/schedule.py                        # both pipelines, every trace
     python benchmarks/schedule.py --pipelines retrieval  # one of them
-    python benchmarks/schedule.py --soak 1800            # + 30 min at 1x lambda_full
+    python benchmarks/schedule.py --soak 1800            # + 30 min at 1x lambda_full (retrieval)
+    python benchmarks/schedule.py --recheck retrieval/burst:deadline  # again, listed apart
+    python benchmarks/schedule.py --render               # only rewrite the Markdown
+
+The report covers the pipelines of the call, so name both (stored runs are not repeated).
 
 Two pipelines, each with the dataset whose judgements score it:
 
@@ -449,6 +453,7 @@ def run_once(name, spec, ctx, policy, trace_name, trace, rate, seconds) -> dict:
         "server_exit": code,
         "foreign_cpu": disturbance,
         "server_cpu": _cpu_per_request(before, after),
+        "commit": code_version(),
     }
     folder.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(result, indent=2, default=str))
@@ -571,6 +576,23 @@ def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
     return result
 
 
+def code_version() -> str:
+    """The commit the run measured (``+changes`` when the work tree differed from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def run_folder(name: str, trace_name: str, policy: str) -> Path:
     safe = policy.replace(":", "_").replace(">", "_").replace("%", "_").replace("@", "_")
     return OUT / name / "runs" / trace_name / safe
@@ -596,6 +618,15 @@ def main() -> None:
     parser.add_argument("--pipelines", default="retrieval,rerank")
     parser.add_argument("--traces", default=",".join(TRACES))
     parser.add_argument("--soak", type=float, default=0.0, help="seconds at 1x lambda_full")
+    parser.add_argument(
+        "--soak-on", default="retrieval", help="the pipelines --soak runs on (default: retrieval)"
+    )
+    parser.add_argument(
+        "--recheck",
+        default="",
+        help="[PIPELINE/]TRACE:POLICY,... measured again into runs/<TRACE>-recheck (e.g. "
+        "after a fix), listed apart from the main table",
+    )
     parser.add_argument(
         "--slo-factor",
         type=float,
@@ -657,10 +688,28 @@ def main() -> None:
                 runs.append(
                     run_once(name, spec, ctx, policy, trace_name, trace, multiple * lam, seconds)
                 )
+        for item in filter(None, args.recheck.split(",")):
+            pipeline, _, item = item.rpartition("/")
+            if pipeline and pipeline != name:
+                continue
+            trace_name, _, policy = item.partition(":")
+            trace, multiple, seconds = TRACES[trace_name]
+            log(f"{name}: recheck {trace_name} {policy}")
+            label = f"{trace_name}-recheck"
+            run_once(name, spec, ctx, policy, label, trace, multiple * lam, seconds)
         keep_plots(name, spec)
         closed = closed_sweep(name, spec, ctx, args.closed)
-        soak = run_soak(name, spec, ctx, lam, args.soak) if args.soak > 0 else None
+        soak = (
+            run_soak(name, spec, ctx, lam, args.soak)
+            if args.soak > 0 and name in args.soak_on.split(",")
+            else None
+        )
+        rechecks = [  # this call's and earlier ones
+            json.loads(f.read_text())
+            for f in sorted((OUT / name / "runs").glob("*-recheck/*/result.json"))
+        ]
         report["pipelines"][name] = {
+            "rechecks": rechecks,
             "closed": closed,
             "soak": soak,
             "full": spec["full"],
@@ -828,6 +877,21 @@ def render(report: dict) -> str:
                 f"from /proc/stat): median {np.median(shares) * 100:.1f}% of a core, at most "
                 f"{max(shares) * 100:.1f}% (run {worst['trace']} {worst['policy']}).",
             ]
+        commits: dict[str, list[str]] = {}
+        for r in block["runs"]:
+            commits.setdefault(r.get("commit", "not recorded (before bf96466)"), []).append(
+                f"{r['trace']} {r['policy']}"
+            )
+        if len(commits) > 1:
+            lines += [
+                "",
+                "Runs measured on different code: "
+                + "; ".join(
+                    f"{c}: {len(v)} runs ({', '.join(sorted({x.split()[0] for x in v}))})"
+                    for c, v in commits.items()
+                )
+                + " (`git log` says what changed).",
+            ]
         lines += ["", "### Targets", "", "| target | measured | met |", "|---|---|---|"]
         for target, value, met in targets(block):
             verdict = "tie (neither misses)" if met is None else "yes" if met else "**no**"
@@ -846,6 +910,22 @@ def render(report: dict) -> str:
             for r in block["runs"]
         ]
         lines.append(comparison_table(rows))
+        if block.get("rechecks"):
+            lines += [
+                "### Rechecks (measured again later, on the code named)",
+                "",
+                "| run | commit | p95 ms | within SLO | eff. quality | sim p95 ms | sim within |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for r in block["rechecks"]:
+                a, b = r["server"], r["simulated"]
+                lines.append(
+                    f"| {r['trace']} {r['policy']} | {r.get('commit', '-')} | "
+                    f"{a['p95_ms']:.1f} | {_pct(a['within_slo'])} | "
+                    f"{a['effective_quality']:.4f} | {b['p95_ms']:.1f} | "
+                    f"{_pct(b['within_slo'])} |"
+                )
+            lines.append("")
         if block.get("closed"):
             lines += [
                 "### Closed loop under deadline (10 s per level)",
