@@ -229,9 +229,9 @@ def profile(name: str, spec: dict, index: Path, data) -> tuple[OperatingPoints, 
             "--index",
             str(index),
             "--topics",
-            str(data.queries),
+            os.path.relpath(data.queries),
             "--qrels",
-            str(data.qrels),
+            os.path.relpath(data.qrels),
             "--metric",
             spec["metric"],
             "--extra-metrics",
@@ -666,8 +666,9 @@ def main() -> None:
             "cpu_ms": 0.0,
             "resimulate": args.resimulate,
             "queries": queries,
-            "topics": data.queries,
-            "qrels": data.qrels,
+            # relative: the committed reports name no machine's folders
+            "topics": Path(os.path.relpath(data.queries)),
+            "qrels": Path(os.path.relpath(data.qrels)),
         }
         frontier = ", ".join(str(p.choice) for p in points.frontier)
         log(f"{name}: SLO {slo_ms} ms; frontier: {frontier}")
