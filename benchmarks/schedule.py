@@ -183,6 +183,15 @@ class Server:
         return code
 
 
+def serve(spec: dict, ctx: dict, policy: str, folder: Path, slo_ms: float | None = None) -> Server:
+    """The pipeline's server under ``policy`` (at the benchmark's SLO unless ``slo_ms``),
+    logging to ``folder/server.log``."""
+    slo = ctx["slo_ms"] if slo_ms is None else slo_ms
+    return Server(
+        ctx["index"], spec["rerank"], ctx["points_path"], policy, slo, folder / "server.log"
+    )
+
+
 def loadtest_command(url: str, ctx: dict, metric: str, out: Path, *load: str) -> list[str]:
     """``elasticir loadtest`` pinned to the load generator's core, streaming the pipeline's
     topics scored by its judgements; ``load``: the trace or closed-loop options."""
@@ -351,14 +360,7 @@ def measure_outside(name, spec, ctx) -> dict:
             return got
     cheapest = str(ctx["points"].frontier[0].choice)
     folder = OUT / name / "outside"
-    server = Server(
-        ctx["index"],
-        spec["rerank"],
-        ctx["points_path"],
-        f"static:{cheapest}",
-        10_000,
-        folder / "server.log",
-    )
+    server = serve(spec, ctx, f"static:{cheapest}", folder, slo_ms=10_000)
     try:
         server.wait()
         got = loadtest(server.url, ctx, spec["metric"], folder / "loadtest", "poisson", 20.0, 15)
@@ -423,14 +425,7 @@ def run_once(name, spec, ctx, policy, trace_name, trace, rate, seconds) -> dict:
             done.write_text(json.dumps(result, indent=2, default=str))
         return result
     foreign = ForeignCPU()
-    server = Server(
-        ctx["index"],
-        spec["rerank"],
-        ctx["points_path"],
-        policy,
-        ctx["slo_ms"],
-        folder / "server.log",
-    )
+    server = serve(spec, ctx, policy, folder)
     try:
         server.wait()
         before = _scrape(server)
@@ -507,14 +502,7 @@ def closed_sweep(name, spec, ctx, levels: str) -> list | None:
     done = folder / "levels.json"
     if done.exists():
         return json.loads(done.read_text())
-    server = Server(
-        ctx["index"],
-        spec["rerank"],
-        ctx["points_path"],
-        "deadline",
-        ctx["slo_ms"],
-        folder / "server.log",
-    )
+    server = serve(spec, ctx, "deadline", folder)
     try:
         server.wait()
         log(f"{name}: closed loop {levels}")
@@ -535,14 +523,7 @@ def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
     done = folder / "soak.json"
     if done.exists():
         return json.loads(done.read_text())
-    server = Server(
-        ctx["index"],
-        spec["rerank"],
-        ctx["points_path"],
-        "deadline",
-        ctx["slo_ms"],
-        folder / "server.log",
-    )
+    server = serve(spec, ctx, "deadline", folder)
     memory: list[tuple[float, float]] = []
     try:
         server.wait()

@@ -278,33 +278,33 @@ class DeadlinePolicy(_FrontierPolicy):
         return "deadline" if self.margin == 0.2 else f"deadline:{self.margin:g}"
 
 
+#: the policies that take one number after a colon, and what it is
+_NUMBERED = {
+    "queue": (QueuePolicy, "queue:H takes a hysteresis H in [0, 1), e.g. queue:0.25"),
+    "deadline": (
+        DeadlinePolicy,
+        "deadline:M takes a margin M in [0, 1) (the share of the SLO kept in reserve), "
+        "e.g. deadline:0.2",
+    ),
+}
+
+
 def parse_schedule(spec: str) -> SchedulePolicy:
-    """``static:CHOICE``, ``queue``, ``queue:H`` or ``deadline`` (see the module docstring)."""
+    """``static:CHOICE``, ``queue[:H]`` or ``deadline[:M]`` (see the module docstring)."""
     text = str(spec).strip()
     name, _, argument = text.partition(":")
     if name == "static":
         if not argument:
             raise ValueError("schedule 'static' needs a choice: static:CHOICE, e.g. static:L4")
         return StaticPolicy(Choice.parse(argument))
-    if name == "queue":
+    if name in _NUMBERED:
+        policy, usage = _NUMBERED[name]
         if not argument:
-            return QueuePolicy()
+            return policy()
         try:
-            return QueuePolicy(float(argument))
+            return policy(float(argument))
         except ValueError:
-            raise ValueError(
-                f"schedule {text!r}: queue:H takes a hysteresis H in [0, 1), e.g. queue:0.25"
-            ) from None
-    if name == "deadline":
-        if not argument:
-            return DeadlinePolicy()
-        try:
-            return DeadlinePolicy(float(argument))
-        except ValueError:
-            raise ValueError(
-                f"schedule {text!r}: deadline:M takes a margin M in [0, 1) (the share of the "
-                "SLO kept in reserve), e.g. deadline:0.2"
-            ) from None
+            raise ValueError(f"schedule {text!r}: {usage}") from None
     raise ValueError(
         f"unknown schedule policy {text!r}: expected static:CHOICE, queue[:H] or deadline[:M]"
     )
