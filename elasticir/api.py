@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elasticir.data.corpus import CorpusDigest, digest_corpus, load_passages
-from elasticir.data.errors import CountedWarning, MissingResourceError
+from elasticir.data.errors import CountedWarning, InputFormatError, MissingResourceError
 from elasticir.data.files import check_writable
+from elasticir.data.manifest import META_FILE, read_json_object
 from elasticir.data.records import QAPair, Query, Run
 from elasticir.data.topics import read_qas, read_queries_any
 from elasticir.data.trec import check_run_output, read_qrels, read_run, write_run
@@ -377,6 +378,16 @@ def index_kind(index_dir: Path) -> str:
             "`elasticir index`"
         )
     if found not in (BM25, "dense"):
+        meta = Path(index_dir) / META_FILE
+        if meta.is_file():  # there, but unreadable or not ours: say which, naming the file
+            read_json_object(meta, what="an elasticir index manifest")
+            raise InputFormatError(
+                meta,
+                None,
+                'an elasticir index manifest ("format": "elasticir-faiss" or '
+                '"kind": "bm25-lucene")',
+                "a JSON object without either",
+            )
         raise MissingResourceError(
             f"{index_dir}: not an index directory (no elasticir meta.json); build one with "
             "`elasticir index`"

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,20 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 @pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither offline variable set, whatever the calling shell has."""
+def online(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Neither offline variable set, whatever the calling shell has, and a hub endpoint that
+    accepts connections: a listener on loopback named by ``HF_ENDPOINT`` (nothing is sent)."""
     for name in OFFLINE_VARS:
         monkeypatch.delenv(name, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        yield
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
 
 
 def _fails_fast(model: str, match: str, **kwargs: object) -> MissingResourceError:
@@ -115,6 +127,22 @@ def test_one_slash_name_without_its_dir_online_is_a_hub_id(
     start = time.perf_counter()
     assert resolve_model_path("models/nope", cache_dir=tmp_path / "hf") == "models/nope"
     assert time.perf_counter() - start < FAST_S
+
+
+@pytest.mark.usefixtures("online")
+@pytest.mark.parametrize("endpoint", ["closed-port", "http://name.invalid", "http://:80"])
+def test_one_slash_name_fails_fast_when_the_hub_cannot_be_reached(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model models/nope`` on a machine without the hub: "model directory not found" at
+    once, not transformers' ~50 s of retries (as the issue saw it)."""
+    monkeypatch.chdir(tmp_path)
+    if endpoint == "closed-port":
+        endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    error = _fails_fast("models/nope", "model directory not found", cache_dir=tmp_path / "hf")
+    assert "cannot be reached" in str(error)
+    assert str(tmp_path / "models" / "nope") in str(error)
 
 
 @pytest.mark.usefixtures("online")
@@ -217,11 +245,10 @@ def test_cached_hub_id_resolves_to_its_snapshot(
     assert read_settings(resolved) == read_settings(str(source))
 
 
+@pytest.mark.usefixtures("online")
 def test_partial_cache_entry_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A snapshot with config.json but no weights cannot load offline: not counted as cached."""
     _fake_cache_entry(tmp_path, "someone/half-downloaded", {"config.json": "{}"})
-    for name in OFFLINE_VARS:
-        monkeypatch.delenv(name, raising=False)
     assert resolve_model_path("someone/half-downloaded", cache_dir=tmp_path) == (
         "someone/half-downloaded"
     )

@@ -338,7 +338,8 @@ def test_two_processes_never_both_succeed_over_one_store_with_two_corpora(
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random", "meta-json", "meta-key",
-                                    "meta-type", "counts", "dim"])  # fmt: skip
+                                    "meta-type", "counts", "dim", "meta-garbage", "meta-list",
+                                    "meta-foreign", "meta-empty"])  # fmt: skip
 def test_a_corrupt_index_is_one_line_naming_the_file(
     index: Path, tmp_path: Path, damage: str
 ) -> None:
@@ -365,14 +366,25 @@ def test_a_corrupt_index_is_one_line_naming_the_file(
     elif damage == "dim":
         meta["dim"] = 128
         (broken / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(InputFormatError) as info:
-        load_index(broken)
-    assert str(broken) in str(info.value)
+    elif damage == "meta-garbage":  # nothing left that says which kind of index it was
+        (broken / "meta.json").write_text("{bad")
+    elif damage == "meta-list":
+        (broken / "meta.json").write_text("[1]")
+    elif damage == "meta-foreign":
+        (broken / "meta.json").write_text('{"a": 1}')
+    elif damage == "meta-empty":
+        (broken / "meta.json").write_text("")
+    if not damage.startswith("meta-") or damage in ("meta-json", "meta-key", "meta-type"):
+        with pytest.raises(InputFormatError) as info:
+            load_index(broken)
+        assert str(broken) in str(info.value)
     result = invoke("search", "--index", broken, "--topics", SAMPLE.queries, "-o", tmp_path / "r")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {broken}"), result.output
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+    if damage.startswith("meta-"):  # the manifest is named, not only its directory
+        assert lines[0].startswith(f"error: {broken / 'meta.json'}"), result.output
 
 
 def test_a_corrupt_cache_shard_is_named_then_encoded_again(corpus: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import warnings
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from elasticir.compute.levels import FULL, Level
 from elasticir.data.errors import InputFormatError, MissingResourceError
@@ -48,8 +50,9 @@ def resolve_model_path(model: str | Path | None, *, cache_dir: str | Path | None
     retry the hub. A Hugging Face repo id (``name`` or ``namespace/name``) is looked up in
     the local Hugging Face cache (``cache_dir``, by default the hub's own) without network,
     and its cached snapshot directory returned when there; when it is not cached it fails at
-    once under ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``, and otherwise comes back as the
-    id for transformers to download.
+    once under ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` or when the hub's endpoint does
+    not accept a connection within a few seconds, and otherwise comes back as the id for
+    transformers to download.
     """
     if model is None or str(model) in {
         "default",
@@ -91,7 +94,14 @@ def resolve_model_path(model: str | Path | None, *, cache_dir: str | Path | None
             f"{model}: model directory not found, and not in the Hugging Face cache; offline "
             "mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE), so it cannot be downloaded"
         )
-    return text  # a hub name, not cached: transformers downloads it
+    unreachable = _hub_unreachable()
+    if unreachable is not None:
+        raise MissingResourceError(
+            f"{model}: model directory not found ({path.absolute()} does not exist), not in "
+            f"the Hugging Face cache, and the hub cannot be reached to download it "
+            f"({unreachable})"
+        )
+    return text  # a hub name, not cached, hub reachable: transformers downloads it
 
 
 _HUB_ID_PART = re.compile(r"[A-Za-z0-9_.-]+")
@@ -155,6 +165,32 @@ def _cached_snapshot(repo_id: str, cache_dir: str | Path | None) -> str | None:
         (root / name).is_file() for name in _CACHED_WEIGHT_FILES
     ):
         return str(root)
+    return None
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face endpoint cannot be reached, or None when a TCP connection opens.
+
+    One connection attempt of at most ``timeout`` seconds to ``HF_ENDPOINT`` (by default
+    ``https://huggingface.co``), so that a name nobody can download fails at once instead of
+    after transformers' ~50 s of retries. Nothing is sent over the connection.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    parts = urlsplit(endpoint)
+    host = parts.hostname
+    if not host:
+        return f"HF_ENDPOINT={endpoint!r} names no host"
+    try:
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:
+        return f"HF_ENDPOINT={endpoint!r} has an invalid port"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{host}:{port}: {err or type(err).__name__}"
     return None
 
 
