@@ -558,13 +558,14 @@ def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
 
 
 def code_version() -> str:
-    """The commit the run measured (``+changes`` when the work tree differed from it)."""
+    """The commit the run measured (``+changes`` when the work tree differed from it outside
+    ``results/``, which the benchmark itself rewrites)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
             capture_output=True,
             text=True,
             check=True,
