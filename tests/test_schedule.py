@@ -255,6 +255,29 @@ def test_deadline_policy_keeps_capacity_for_the_requests_it_expects() -> None:
     assert policy.rate(3.0) == 0 and str(policy.decide(3.0, requests([3.0], 0.1))) == BEST
 
 
+@pytest.mark.parametrize("rate", [150.0, 400.0, 800.0])
+def test_deadline_lookahead_batches_as_the_scheduler_does(rate: float) -> None:
+    """What the lookahead predicts for the rest of the queue at the cheapest choice is what
+    the scheduler then does with it: same batches, same misses (no spread, no dynamic-batching
+    wait, no reserve). Assuming full batches, as it first did, undercounted the misses of a
+    loaded server, whose batches are as small as what has arrived when it frees."""
+    slo = 0.03
+    points = make_points()
+    arrivals = parse_trace("poisson").arrivals(rate, 2.0, seed=3)
+    queue = requests(list(arrivals), slo)
+    policy = DeadlinePolicy(margin=0)
+    policy.bind(points, slo=slo, max_batch=4)
+    predicted = policy._misses_after(0.0, queue, math.inf)
+    served = simulate(
+        points, parse_schedule(f"static:{CHEAP}"), arrivals, ["q0"], slo=slo, max_batch=4,
+        max_wait=0.0,
+    )  # fmt: skip
+    missed = sum(1 for r in served.records if r.latency > slo + 1e-9)
+    assert predicted == missed
+    if rate == 800.0:
+        assert missed > 0  # a loaded case, where full batches would have said otherwise
+
+
 def test_deadline_margin_plans_deadlines_early_and_parses() -> None:
     fresh = requests([0.0], 0.1)
     # the oldest has waited 40 ms: the best choice (50 ms) ends at 90 ms, inside the SLO but

@@ -238,16 +238,23 @@ class DeadlinePolicy(_FrontierPolicy):
         ]
 
     def _misses_after(self, start: float, queue: Sequence[Request], horizon: float) -> int:
-        """Deadlines missed among ``queue`` served from ``start`` in full batches at the
-        cheapest choice, a batch starting no sooner than its last request arrives (the
-        requests past ``horizon`` miss at any choice: counted alike)."""
-        cheapest, misses, at = self._frontier[0], 0, start
-        for first in range(0, len(queue), self.max_batch):
+        """Deadlines missed among ``queue`` served from ``start`` at the cheapest choice, batched
+        as the scheduler dispatches: each batch takes what has arrived when the server frees
+        (at most ``max_batch``), or waits for the next arrival (the requests past ``horizon``
+        miss at any choice: counted alike). Assuming full batches instead overstated what a
+        nearly saturated server serves, since its batches are smaller and cost more per request.
+        """
+        cheapest, misses, at, first = self._frontier[0], 0, start, 0
+        while first < len(queue):
             if at > horizon:
                 return misses + len(queue) - first
-            batch = queue[first : first + self.max_batch]
-            at = max(at, batch[-1].arrival) + self.predict(cheapest, len(batch), cautious=True)
-            misses += sum(1 for r in batch if r.deadline - self._reserve < at)
+            at = max(at, queue[first].arrival)
+            last = first + 1
+            while last < len(queue) and last - first < self.max_batch and queue[last].arrival <= at:
+                last += 1
+            at += self.predict(cheapest, last - first, cautious=True)
+            misses += sum(1 for r in queue[first:last] if r.deadline - self._reserve < at)
+            first = last
         return misses
 
     def decide(self, now: float, queue: Sequence[Request]) -> Choice:
