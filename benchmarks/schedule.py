@@ -552,6 +552,7 @@ def run_soak(name, spec, ctx, lam: float, seconds: float) -> dict:
         "memory": memory,
         "rss_first_min_mb": max(first) / 2**20,
         "rss_last_min_mb": max(last) / 2**20,
+        "commit": code_version(),
     }
     done.write_text(json.dumps(result, indent=2))
     return result
