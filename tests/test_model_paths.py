@@ -24,13 +24,15 @@ from elasticir.models.loading import quiet_loading, resolve_model_path
 
 FAST_S = 2.0  # "at once": the bug took ~50 s of hub retries
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+PROXY_VARS = (*PROXY_VARS, *(name.upper() for name in PROXY_VARS))
 
 
 @pytest.fixture
 def online(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Neither offline variable set, whatever the calling shell has, and a hub endpoint that
     accepts connections: a listener on loopback named by ``HF_ENDPOINT`` (nothing is sent)."""
-    for name in OFFLINE_VARS:
+    for name in (*OFFLINE_VARS, *PROXY_VARS):
         monkeypatch.delenv(name, raising=False)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
@@ -143,6 +145,23 @@ def test_one_slash_name_fails_fast_when_the_hub_cannot_be_reached(
     error = _fails_fast("models/nope", "model directory not found", cache_dir=tmp_path / "hf")
     assert "cannot be reached" in str(error)
     assert str(tmp_path / "models" / "nope") in str(error)
+
+
+@pytest.mark.usefixtures("online")
+def test_behind_a_proxy_the_proxy_is_what_must_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine that reaches the hub only through its proxy: the hub's own host does not
+    resolve, the proxy (a loopback listener here) accepts; the id is left to transformers.
+    A proxy that does not answer fails at once, like the hub would."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    with socket.create_server(("127.0.0.1", 0)) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        assert resolve_model_path("models/nope", cache_dir=tmp_path / "hf") == "models/nope"
+    monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{_closed_port()}")
+    error = _fails_fast("models/nope", "model directory not found", cache_dir=tmp_path / "hf")
+    assert "cannot be reached" in str(error) and "127.0.0.1" in str(error)
 
 
 @pytest.mark.usefixtures("online")

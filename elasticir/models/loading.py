@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from elasticir.compute.levels import FULL, Level
 from elasticir.data.errors import InputFormatError, MissingResourceError
@@ -175,18 +176,26 @@ def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
     """Why the Hugging Face endpoint cannot be reached, or None when a TCP connection opens.
 
     One connection attempt of at most ``timeout`` seconds to ``HF_ENDPOINT`` (by default
-    ``https://huggingface.co``), so that a name nobody can download fails at once instead of
-    after transformers' ~50 s of retries. Nothing is sent over the connection.
+    ``https://huggingface.co``), or to the proxy the environment names for it, so that a
+    name nobody can download fails at once instead of after transformers' ~50 s of retries.
+    Nothing is sent over the connection.
     """
     endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
     parts = urlsplit(endpoint)
     host = parts.hostname
     if not host:
         return f"HF_ENDPOINT={endpoint!r} names no host"
+    proxy = getproxies().get(parts.scheme or "https")
+    if proxy and not proxy_bypass(host):  # behind a proxy, the proxy is what must answer
+        endpoint = proxy if "://" in proxy else f"http://{proxy}"
+        parts = urlsplit(endpoint)
+        host = parts.hostname
+        if not host:
+            return f"proxy {proxy!r} names no host"
     try:
         port = parts.port or (80 if parts.scheme == "http" else 443)
     except ValueError:
-        return f"HF_ENDPOINT={endpoint!r} has an invalid port"
+        return f"{endpoint!r} has an invalid port"
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
