@@ -63,7 +63,7 @@ from elasticir.schedule.report import (  # noqa: E402
     summarize,
 )
 from elasticir.schedule.traces import parse_trace  # noqa: E402
-from elasticir.simulation import simulate  # noqa: E402
+from elasticir.simulation import SimulationResult, simulate  # noqa: E402
 
 OUT = Path("results/schedule")
 INDEXES = Path("indexes/schedule")
@@ -375,16 +375,15 @@ def measure_outside(name, spec, ctx) -> dict:
         after = _scrape(server)
     finally:
         server.stop()
-    served = max(after["served"] - before["served"], 1.0)
-    beside = (after["process"] - before["process"]) - (after["model"] - before["model"])
+    usage = _cpu_per_request(before, after)
     records = read_records(folder / "loadtest" / "requests.jsonl")
     result = {
         "outside_ms": float(got["outside_p50_ms"]),
         "outside_samples_ms": [round(t * 1000, 4) for t in outside_times(records)],
-        "cpu_per_request_ms": max(0.0, beside) / served * 1000,
+        "cpu_per_request_ms": usage.get("beside_ms", 0.0),
         "heavy_rate": heavy,
         "choice": cheapest,
-        "served": served,
+        "served": usage["served"],
         "summary": got,
     }
     cached.write_text(json.dumps(result, indent=2))
@@ -395,7 +394,7 @@ def measure_outside(name, spec, ctx) -> dict:
     return result
 
 
-def simulate_like_server(ctx, policy: str, arrivals) -> dict:
+def simulate_like_server(ctx, policy: str, arrivals) -> SimulationResult:
     """The simulation of one server run: same arrivals, same query order, the measured
     outside time and per-request CPU."""
     cpu = ctx["cpu_ms"] / 1000
